@@ -1,0 +1,233 @@
+"""GET: metadata by quorum -> range plan -> k shard blocks per stripe -> verify -> stream.
+
+Metadata is read from every drive of the set; the newest version that k drives agree on
+is served. For each run of stripes (at most READ_BATCH bytes per drive) the data shards
+that hold the requested bytes are read; when one is missing or fails its CRC32C, the run
+is read from every other drive that holds the version and decoded from any k good
+blocks. Wrong bytes are never returned: a block is used only after its checksum matched.
+
+At most PREFETCH runs are buffered ahead of the client, so memory per request stays near
+(PREFETCH + 2) * READ_BATCH * k bytes whatever the object size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from cluster.cpu import run_cpu
+from cluster.drive import FileNotFound, MetaRecord, VolumeNotFound
+from cluster.erasure_set import ErasureSet
+from cluster.errors import NoSuchBucket, NoSuchKey, ReadQuorumLost
+from cluster.meta import ObjectMeta, pick_agreed
+from cluster.quorum import fan_out
+from erasure import (
+    BitrotError,
+    ErasureError,
+    ErasureParams,
+    StripeSpan,
+    stripes_for_range,
+    verify_block,
+)
+from erasure.stripe import data_blocks_for_range
+
+READ_BATCH = 1 << 20
+PREFETCH = 2
+
+DegradedHook = Callable[[str, str, str, list[int]], None]
+Chunk = bytes | memoryview
+
+
+@dataclass(slots=True)
+class ReadHandle:
+    bucket: str
+    key: str
+    meta: ObjectMeta
+    holders: list[int]  # set positions whose metadata matches the chosen version
+    records: dict[int, MetaRecord]
+    missing: list[int]  # positions that do not hold this version
+
+
+def resolve(
+    results: dict[int, MetaRecord], errors: dict[int, BaseException], k: int, n: int
+) -> ObjectMeta:
+    """The version to serve, or the right error when there is none."""
+    meta = pick_agreed([r.meta for r in results.values()], k)
+    if meta is not None:
+        return meta
+    not_found = sum(isinstance(e, FileNotFound) for e in errors.values())
+    no_bucket = sum(isinstance(e, VolumeNotFound) for e in errors.values())
+    if no_bucket >= k:
+        raise NoSuchBucket()
+    if not_found + no_bucket >= k or (not_found and not_found + no_bucket + len(results) == n):
+        raise NoSuchKey()
+    raise ReadQuorumLost("read metadata", k, len(results), n, errors)
+
+
+class Getter:
+    def __init__(self, eset: ErasureSet, on_degraded: DegradedHook) -> None:
+        self.eset = eset
+        self.on_degraded = on_degraded
+
+    async def open(self, bucket: str, key: str) -> ReadHandle:
+        drives = self.eset.drives
+        results, errors = await fan_out(
+            [(lambda d=d: d.read_meta(bucket, key)) for d in drives],
+            timeout=self.eset.timeouts.meta,
+        )
+        meta = resolve(results, errors, self.eset.read_quorum, len(drives))
+        holders = [i for i, r in results.items() if r.meta.order == meta.order]
+        missing = [i for i in range(len(drives)) if i not in holders]
+        return ReadHandle(bucket, key, meta, sorted(holders), results, missing)
+
+    def report(self, handle: ReadHandle, bad: list[int]) -> None:
+        if bad:
+            self.on_degraded(handle.bucket, handle.key, handle.meta.vid, sorted(set(bad)))
+
+    async def stream(self, handle: ReadHandle, start: int, end: int) -> AsyncIterator[Chunk]:
+        """Object bytes [start, end), in order."""
+        if end <= start:
+            return
+        if handle.meta.inline:
+            for piece in await self._read_inline(handle, start, end):
+                yield piece
+            return
+        queue: asyncio.Queue[list[Chunk] | None] = asyncio.Queue(PREFETCH)
+        producer = asyncio.ensure_future(self._produce(handle, start, end, queue))
+        try:
+            while True:
+                get = asyncio.ensure_future(queue.get())
+                await asyncio.wait({get, producer}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    producer.result()
+                    continue
+                pieces = get.result()
+                if pieces is None:
+                    break
+                for piece in pieces:
+                    yield piece
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(BaseException):
+                    await producer
+
+    # -- inline -------------------------------------------------------------------------
+    async def _read_inline(self, handle: ReadHandle, start: int, end: int) -> list[Chunk]:
+        meta = handle.meta
+        span = stripes_for_range(meta.size, self._params(meta), 0, meta.size)[0]
+        good: dict[int, memoryview] = {}
+        bad: list[int] = []
+        for pos in handle.holders:
+            raw = handle.records[pos].inline
+            try:
+                if raw is None:
+                    raise BitrotError("inline shard missing")
+                good[meta.dist[pos]] = verify_block(raw, span.block_len)
+            except ErasureError:
+                bad.append(pos)
+        self.report(handle, bad + handle.missing)
+        if len(good) < meta.k:
+            raise ReadQuorumLost("read inline shards", meta.k, len(good), len(meta.dist), {})
+        data = self.eset.codec.join(self.eset.codec.decode(good), span.data_len)
+        return [memoryview(data)[start:end]]
+
+    # -- streamed -----------------------------------------------------------------------
+    @staticmethod
+    def _params(meta: ObjectMeta) -> ErasureParams:
+        return ErasureParams(meta.k, meta.m, meta.stripe)
+
+    async def _produce(
+        self, handle: ReadHandle, start: int, end: int, queue: asyncio.Queue[list[Chunk] | None]
+    ) -> None:
+        params = self._params(handle.meta)
+        spans = stripes_for_range(handle.meta.size, params, start, end)
+        per_run = max(1, READ_BATCH // (params.block_size + 4))
+        bad: set[int] = set(handle.missing)
+        try:
+            for i in range(0, len(spans), per_run):
+                run = spans[i : i + per_run]
+                await queue.put(await self._read_run(handle, params, run, start, end, bad))
+            await queue.put(None)
+        finally:
+            self.report(handle, list(bad))
+
+    async def _read_run(
+        self,
+        handle: ReadHandle,
+        params: ErasureParams,
+        run: list[StripeSpan],
+        start: int,
+        end: int,
+        bad: set[int],
+    ) -> list[Chunk]:
+        meta = handle.meta
+        wanted = sorted({b for s in run for b in data_blocks_for_range(s, params, start, end)})
+        by_shard = {meta.dist[pos]: pos for pos in handle.holders}
+        first = [by_shard[b] for b in wanted if b in by_shard and by_shard[b] not in bad]
+        blocks = await self._fetch(handle, run, first, bad)
+        if all(
+            all(meta.dist[p] in blk for p in first) and len(first) == len(wanted) for blk in blocks
+        ):
+            return self._slice(run, blocks, start, end, decode=False)
+        # Degraded: read every other holder and decode from any k good blocks per stripe.
+        rest = [p for p in handle.holders if p not in first and p not in bad]
+        more = await self._fetch(handle, run, rest, bad)
+        for blk, extra in zip(blocks, more, strict=True):
+            blk.update(extra)
+        for blk in blocks:
+            if len(blk) < meta.k:
+                raise ReadQuorumLost("read shards", meta.k, len(blk), len(meta.dist), {})
+        return await run_cpu(self._slice, run, blocks, start, end, True)
+
+    async def _fetch(
+        self, handle: ReadHandle, run: list[StripeSpan], positions: list[int], bad: set[int]
+    ) -> list[dict[int, memoryview]]:
+        """Reads the run from each position; returns per stripe {shard index: good block}."""
+        offset = run[0].file_offset
+        length = run[-1].file_offset + run[-1].framed_len - offset
+        drives = self.eset.drives
+        calls: list[Callable[[], object] | None] = [None] * len(drives)
+        for pos in positions:
+            calls[pos] = lambda d=drives[pos]: d.read_shard(
+                handle.bucket, handle.meta.vid, 1, offset, length
+            )
+        results, errors = await fan_out(calls, timeout=self.eset.timeouts.shard)  # type: ignore[arg-type]
+        bad.update(errors)
+        out: list[dict[int, memoryview]] = [{} for _ in run]
+        for pos, raw in results.items():
+            view = memoryview(raw)
+            shard = handle.meta.dist[pos]
+            for j, span in enumerate(run):
+                lo = span.file_offset - offset
+                try:
+                    out[j][shard] = verify_block(view[lo : lo + span.framed_len], span.block_len)
+                except BitrotError:
+                    bad.add(pos)
+        return out
+
+    def _slice(
+        self,
+        run: list[StripeSpan],
+        blocks: list[dict[int, memoryview]],
+        start: int,
+        end: int,
+        decode: bool,
+    ) -> list[Chunk]:
+        """The requested bytes of each stripe, as views into the blocks where possible."""
+        codec = self.eset.codec
+        pieces: list[Chunk] = []
+        for span, blk in zip(run, blocks, strict=True):
+            data = codec.decode(blk) if decode else None
+            lo = max(start, span.object_offset) - span.object_offset
+            hi = min(end, span.object_offset + span.data_len) - span.object_offset
+            first_block, last_block = lo // span.block_len, (hi - 1) // span.block_len
+            for b in range(first_block, last_block + 1):
+                block = memoryview(data[b] if data is not None else blk[b])
+                b_lo = max(lo - b * span.block_len, 0)
+                b_hi = min(hi - b * span.block_len, span.block_len)
+                pieces.append(block[b_lo:b_hi])
+        return pieces

@@ -1,0 +1,81 @@
+"""Object metadata as every drive of a set stores it, and the quorum choice among copies.
+
+The record is identical on every drive of the set (the drive's shard index comes from
+`dist` and the drive's position), so copies can be compared for equality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgpack
+
+_VERSION = 1
+
+
+@dataclass(slots=True)
+class ObjectMeta:
+    vid: str  # version id: names the data directory on every drive
+    mtime: int  # hybrid-logical-clock stamp, ns
+    size: int
+    etag: str  # hex MD5 (no quotes)
+    k: int
+    m: int
+    stripe: int  # stripe size in object bytes
+    dist: list[int]  # dist[set position] = shard index held by the drive at that position
+    inline: bool = False  # shards live inside the drives' metadata records
+    content_type: str = "binary/octet-stream"
+    user: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* (lowercase names)
+    headers: dict[str, str] = field(default_factory=dict)  # Cache-Control, Content-Encoding...
+
+    def pack(self) -> bytes:
+        return msgpack.packb(
+            [
+                _VERSION,
+                self.vid,
+                self.mtime,
+                self.size,
+                self.etag,
+                self.k,
+                self.m,
+                self.stripe,
+                self.dist,
+                self.inline,
+                self.content_type,
+                self.user,
+                self.headers,
+            ]
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> ObjectMeta:
+        fields = msgpack.unpackb(data)
+        if fields[0] != _VERSION:
+            raise ValueError(f"unknown metadata version {fields[0]}")
+        return cls(*fields[1:])
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Newest wins: HLC stamp, ties broken by version id."""
+        return (self.mtime, self.vid)
+
+    def shard_index(self, position: int) -> int:
+        return self.dist[position]
+
+
+def pick_agreed(metas: Sequence[ObjectMeta | None], quorum: int) -> ObjectMeta | None:
+    """The newest version held by at least `quorum` drives, or None.
+
+    A version on fewer drives is a write that did not reach quorum (or is still being
+    healed) and is never served.
+    """
+    counts: dict[tuple[int, str], int] = {}
+    first: dict[tuple[int, str], ObjectMeta] = {}
+    for meta in metas:
+        if meta is None:
+            continue
+        counts[meta.order] = counts.get(meta.order, 0) + 1
+        first.setdefault(meta.order, meta)
+    agreed = [order for order, count in counts.items() if count >= quorum]
+    return first[max(agreed)] if agreed else None

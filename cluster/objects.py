@@ -1,0 +1,226 @@
+"""ObjectLayer: the one object the S3 handlers call.
+
+Buckets live on every drive of every set; objects on the drives of the set their key
+hashes to. Today a layer has one pool; pools added later keep their sets, and a key is
+looked up in each (adding capacity never moves data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from cluster.drive import FileNotFound, VolumeExists, VolumeNotFound
+from cluster.erasure_set import ErasureSet
+from cluster.errors import (
+    BucketExists,
+    BucketNotEmpty,
+    NoSuchBucket,
+    ReadQuorumLost,
+    WriteQuorumLost,
+)
+from cluster.get import Chunk, Getter, ReadHandle
+from cluster.hlc import HybridClock
+from cluster.listing import PAST, ListPage, list_objects
+from cluster.meta import ObjectMeta
+from cluster.placement import set_index
+from cluster.put import Body, PutRequest, Putter
+from cluster.quorum import fan_out
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[str, str, str, list[int]], None]
+
+
+def _log_hook(what: str) -> Hook:
+    def hook(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+        log.warning("%s: %s/%s version %s, drive positions %s", what, bucket, key, vid, positions)
+
+    return hook
+
+
+class ObjectLayer:
+    def __init__(
+        self,
+        sets: Sequence[ErasureSet],
+        *,
+        clock: HybridClock | None = None,
+        on_partial: Hook | None = None,
+        on_degraded: Hook | None = None,
+    ) -> None:
+        if not sets:
+            raise ValueError("an object layer needs at least one erasure set")
+        self.sets = list(sets)
+        self.cluster_id = sets[0].cluster_id
+        self.clock = clock or HybridClock()
+        self._on_partial = on_partial or _log_hook("write missed drives")
+        self._on_degraded = on_degraded or _log_hook("degraded read")
+
+    # -- placement ----------------------------------------------------------------------
+    def set_for(self, bucket: str, key: str) -> ErasureSet:
+        return self.sets[set_index(self.cluster_id, bucket, key, len(self.sets))]
+
+    @property
+    def all_drives(self) -> list:
+        return [d for s in self.sets for d in s.drives]
+
+    # -- buckets ------------------------------------------------------------------------
+    async def make_bucket(self, bucket: str) -> None:
+        created = self.clock.now()
+        for eset in self.sets:
+            ok, errors = await fan_out(
+                [(lambda d=d: d.make_bucket(bucket, created)) for d in eset.drives],
+                timeout=eset.timeouts.meta,
+            )
+            exists = sum(isinstance(e, VolumeExists) for e in errors.values())
+            if len(ok) + exists < eset.write_quorum:
+                raise WriteQuorumLost(
+                    "make bucket", eset.write_quorum, len(ok), len(eset.drives), errors
+                )
+            if not ok:
+                raise BucketExists(bucket)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        eset = self.sets[0]
+        ok, errors = await fan_out(
+            [(lambda d=d: d.bucket_exists(bucket)) for d in eset.drives], timeout=eset.timeouts.meta
+        )
+        yes = sum(ok.values())
+        if yes >= eset.read_quorum:
+            return True
+        if len(ok) - yes >= eset.read_quorum:
+            return False
+        raise ReadQuorumLost("bucket lookup", eset.read_quorum, len(ok), len(eset.drives), errors)
+
+    async def require_bucket(self, bucket: str) -> None:
+        if not await self.bucket_exists(bucket):
+            raise NoSuchBucket(bucket)
+
+    async def list_buckets(self) -> dict[str, int]:
+        eset = self.sets[0]
+        ok, errors = await fan_out(
+            [d.list_buckets for d in eset.drives], timeout=eset.timeouts.meta
+        )
+        if len(ok) < eset.read_quorum:
+            raise ReadQuorumLost(
+                "list buckets", eset.read_quorum, len(ok), len(eset.drives), errors
+            )
+        seen: dict[str, list[int]] = {}
+        for buckets in ok.values():
+            for name, created in buckets.items():
+                seen.setdefault(name, []).append(created)
+        return {
+            name: min(stamps)
+            for name, stamps in sorted(seen.items())
+            if len(stamps) >= eset.read_quorum
+        }
+
+    async def delete_bucket(self, bucket: str) -> None:
+        for eset in self.sets:
+            page = await list_objects(
+                eset, bucket, prefix="", delimiter="", start_after="", max_keys=1
+            )
+            if page.objects:
+                raise BucketNotEmpty(bucket)
+        for eset in self.sets:
+            ok, errors = await fan_out(
+                [(lambda d=d: d.delete_bucket(bucket, force=True)) for d in eset.drives],
+                timeout=eset.timeouts.meta,
+            )
+            gone = sum(isinstance(e, VolumeNotFound) for e in errors.values())
+            if len(ok) + gone < eset.write_quorum:
+                raise WriteQuorumLost(
+                    "delete bucket", eset.write_quorum, len(ok), len(eset.drives), errors
+                )
+            if not ok and gone >= eset.read_quorum:
+                raise NoSuchBucket(bucket)
+
+    # -- objects ------------------------------------------------------------------------
+    async def put_object(self, req: PutRequest, body: Body) -> ObjectMeta:
+        eset = self.set_for(req.bucket, req.key)
+        return await Putter(eset, self.clock, self._on_partial).put(req, body)
+
+    async def open_object(self, bucket: str, key: str) -> ReadHandle:
+        handle = await self._getter(bucket, key).open(bucket, key)
+        self.clock.observe(handle.meta.mtime)
+        return handle
+
+    def read_object(self, handle: ReadHandle, start: int, end: int) -> AsyncIterator[Chunk]:
+        return self._getter(handle.bucket, handle.key).stream(handle, start, end)
+
+    def _getter(self, bucket: str, key: str) -> Getter:
+        return Getter(self.set_for(bucket, key), self._on_degraded)
+
+    async def delete_object(self, bucket: str, key: str) -> None:
+        """Idempotent: deleting a missing key succeeds, as in S3."""
+        eset = self.set_for(bucket, key)
+        ok, errors = await fan_out(
+            [(lambda d=d: d.delete(bucket, key)) for d in eset.drives], timeout=eset.timeouts.meta
+        )
+        no_bucket = sum(isinstance(e, VolumeNotFound) for e in errors.values())
+        if no_bucket >= eset.read_quorum:
+            raise NoSuchBucket(bucket)
+        absent = sum(isinstance(e, FileNotFound) for e in errors.values())
+        if len(ok) + absent < eset.write_quorum:
+            raise WriteQuorumLost(
+                "delete", eset.write_quorum, len(ok) + absent, len(eset.drives), errors
+            )
+
+    async def delete_objects(
+        self, bucket: str, keys: Sequence[str], *, parallel: int = 16
+    ) -> list[BaseException | None]:
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(key: str) -> BaseException | None:
+            async with gate:
+                try:
+                    await self.delete_object(bucket, key)
+                except Exception as exc:  # reported per key in the DeleteResult
+                    return exc
+                return None
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+    async def list_objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        max_keys: int = 1000,
+    ) -> ListPage:
+        pages = await asyncio.gather(
+            *(
+                list_objects(
+                    eset,
+                    bucket,
+                    prefix=prefix,
+                    delimiter=delimiter,
+                    start_after=start_after,
+                    max_keys=max_keys,
+                )
+                for eset in self.sets
+            )
+        )
+        return pages[0] if len(pages) == 1 else merge_pages(pages, max_keys)
+
+
+def merge_pages(pages: Sequence[ListPage], max_keys: int) -> ListPage:
+    """Merges the pages of several sets listed from the same marker."""
+    items: dict[str, ObjectMeta | None] = {}
+    for page in pages:
+        items.update(page.objects)
+        items.update(dict.fromkeys(page.prefixes))
+    ordered = sorted(items)
+    merged = ListPage(truncated=len(ordered) > max_keys or any(p.truncated for p in pages))
+    for name in ordered[:max_keys]:
+        meta = items[name]
+        if meta is None:
+            merged.prefixes.append(name)
+            merged.next_marker = name + PAST
+        else:
+            merged.objects.append((name, meta))
+            merged.next_marker = name
+    return merged

@@ -1,0 +1,175 @@
+"""One node process: drives -> erasure sets -> object layer -> S3 front end.
+
+`Node.start()` opens the drives (formatting them on first start), starts the HTTP site
+and the background jobs (drive health probe, orphan sweep); `Node.stop()` stops
+accepting, gives in-flight requests the grace period, then closes the drives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from cluster.erasure_set import ErasureSet
+from cluster.objects import ObjectLayer
+from node.config import NodeConfig
+from node.s3.context import S3Services
+from node.s3.router import make_handler
+from node.storage.format import open_drives
+from node.storage.local_drive import LocalDrive
+
+log = logging.getLogger(__name__)
+
+DRIVE_PROBE_INTERVAL = 2.0
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.io_pool = ThreadPoolExecutor(
+            max_workers=max(16, 8 * len(config.drives)), thread_name_prefix="io"
+        )
+        self.layer: ObjectLayer | None = None
+        self.runner: web.AppRunner | None = None
+        self.endpoint = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    # -- wiring -------------------------------------------------------------------------
+    def _open(self) -> ObjectLayer:
+        opened = open_drives(self.config.drives, self.config.params, self.io_pool)
+        cluster_id = next(
+            d.format.cluster_id for s in opened for d in s.drives if isinstance(d, LocalDrive)
+        )
+        sets = [
+            ErasureSet(
+                cluster_id=cluster_id,
+                pool=0,
+                index=s.index,
+                params=s.params,
+                drives=s.drives,
+                write_quorum=self.config.write_quorum or 0,
+            )
+            for s in opened
+        ]
+        return ObjectLayer(sets)
+
+    def local_drives(self) -> list[LocalDrive]:
+        assert self.layer is not None
+        return [d for d in self.layer.all_drives if isinstance(d, LocalDrive)]
+
+    def _lookup_secret(self, access_key: str) -> str | None:
+        ak, sk = self.config.credentials
+        return sk if hmac.compare_digest(access_key.encode(), ak.encode()) else None
+
+    def build_app(self) -> web.Application:
+        assert self.layer is not None
+        services = S3Services(
+            layer=self.layer,
+            region=self.config.region,
+            owner_id=self.config.credentials[0],
+            lookup_secret=self._lookup_secret,
+        )
+        s3 = make_handler(services)
+
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            if request.path.startswith("/health/") and request.method in ("GET", "HEAD"):
+                if "Authorization" not in request.headers and "X-Amz-Algorithm" not in request.query:
+                    return self._health(request.path)
+            return await s3(request)
+
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_route("*", "/{tail:.*}", dispatch)
+        return app
+
+    def _health(self, path: str) -> web.Response:
+        if path == "/health/live":
+            return web.json_response({"status": "live"})
+        if path == "/health/ready":
+            assert self.layer is not None
+            ready = not self._stopping.is_set() and all(
+                len(s.online_positions()) >= s.write_quorum for s in self.layer.sets
+            )
+            body = {
+                "status": "ready" if ready else "not ready",
+                "sets": [
+                    {"set": s.index, "online": len(s.online_positions()), "drives": s.params.n}
+                    for s in self.layer.sets
+                ],
+            }
+            return web.json_response(body, status=200 if ready else 503)
+        return web.json_response({"error": "unknown health check"}, status=404)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> str:
+        started = time.time()
+        self.layer = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._open)
+        self.runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            shutdown_timeout=self.config.shutdown_grace,
+            handle_signals=False,
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.config.host, self.config.port, backlog=1024)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.endpoint = f"http://{host}:{port}"
+        self._spawn(self._probe_drives())
+        self._spawn(self._sweep_orphans(started))
+        return self.endpoint
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe_drives(self) -> None:
+        while not self._stopping.is_set():
+            for drive in self.local_drives():
+                with contextlib.suppress(Exception):
+                    await drive.check()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), DRIVE_PROBE_INTERVAL)
+
+    async def _sweep_orphans(self, older_than: float) -> None:
+        loop = asyncio.get_running_loop()
+        for drive in self.local_drives():
+            if drive.online:
+                try:
+                    await loop.run_in_executor(self.io_pool, drive.remove_orphans, older_than)
+                except Exception:
+                    log.exception("orphan sweep of drive %s failed", drive.drive_id)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.runner is not None:
+            await self.runner.cleanup()  # stops accepting; waits up to the grace period
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.layer is not None:
+            for drive in self.local_drives():
+                drive.close()
+        self.io_pool.shutdown(wait=True)
+
+
+def pid_banner(config: NodeConfig, endpoint: str) -> str:
+    ak, sk = config.credentials
+    lines = [
+        f"shardfleet node ready (pid {os.getpid()})",
+        f"  endpoint:   {endpoint}",
+        f"  access key: {ak}",
+        f"  secret key: {sk if config.dev_credentials else '(from the environment/config)'}",
+        f"  erasure:    {config.ec} over {len(config.drives)} drives",
+    ]
+    if config.dev_credentials:
+        lines.append("  (development credentials: set SHARDFLEET_ACCESS_KEY/SHARDFLEET_SECRET_KEY)")
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Node configuration: one pydantic model, parsed once, validated with readable errors.
+
+Sources, later ones winning: the TOML file (`--config`), environment variables
+(SHARDFLEET_ACCESS_KEY, SHARDFLEET_SECRET_KEY), command-line flags.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from erasure import ErasureParams
+
+DEV_ACCESS_KEY = "shardfleet-dev"
+DEV_SECRET_KEY = "shardfleet-dev-secret-key"
+ENV_ACCESS_KEY = "SHARDFLEET_ACCESS_KEY"
+ENV_SECRET_KEY = "SHARDFLEET_SECRET_KEY"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot work; the message names the field."""
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = "127.0.0.1:9000"
+    """host:port of the S3 endpoint (port 0 picks a free one and prints it)."""
+    drives: list[Path] = Field(default_factory=list)
+    """Drive directories, in set order: each k+m consecutive drives form one erasure set."""
+    ec: str = "2+2"
+    """Erasure coding K+M: K data and M parity shards per stripe."""
+    stripe_size: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+    """Object bytes per stripe (each shard block is stripe_size / K)."""
+    write_quorum: int | None = None
+    """Drives that must commit before a PUT is acknowledged (default K+1, capped at K+M)."""
+    region: str = "us-east-1"
+    access_key: str | None = Field(default=None, min_length=3, max_length=128)
+    secret_key: str | None = Field(default=None, min_length=8, max_length=128)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
+    """Seconds in-flight requests get to finish after SIGTERM."""
+
+    @field_validator("ec")
+    @classmethod
+    def _ec(cls, value: str) -> str:
+        ErasureParams.parse(value)
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9000")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeConfig:
+        params = self.params
+        if not self.drives:
+            raise ValueError("no drives given: use --data DIR --drives N or --drive PATH")
+        if len(self.drives) % params.n:
+            raise ValueError(
+                f"{len(self.drives)} drives do not divide into sets of {params.n} ({params})"
+            )
+        if len(set(self.drives)) != len(self.drives):
+            raise ValueError("the same drive path is listed twice")
+        if self.write_quorum is not None:
+            params.check_write_quorum(self.write_quorum)
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("set both the access key and the secret key, or neither")
+        if self.dev_credentials and not self.is_loopback:
+            raise ValueError(
+                f"refusing to listen on {self.address} with the printed development credentials: "
+                f"set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
+            )
+        return self
+
+    @property
+    def params(self) -> ErasureParams:
+        return ErasureParams.parse(self.ec, self.stripe_size)
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    @property
+    def dev_credentials(self) -> bool:
+        return self.access_key is None
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        if self.access_key is None or self.secret_key is None:
+            return DEV_ACCESS_KEY, DEV_SECRET_KEY
+        return self.access_key, self.secret_key
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load(file: Path | None, overrides: dict[str, object], env: dict[str, str] | None = None) -> NodeConfig:
+    """File, then environment, then flags (None values in overrides are ignored)."""
+    env = os.environ if env is None else env
+    data: dict[str, object] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    if env.get(ENV_ACCESS_KEY) or env.get(ENV_SECRET_KEY):
+        data["access_key"] = env.get(ENV_ACCESS_KEY)
+        data["secret_key"] = env.get(ENV_SECRET_KEY)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from exc

@@ -1,0 +1,145 @@
+"""Bucket operations: thin handlers over the object layer."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from node.s3 import xml
+from node.s3.context import S3Request
+from node.s3.errors import InvalidArgument, MalformedXML
+from node.s3.names import check_bucket_name
+
+MAX_XML_BODY = 1 << 20
+
+
+async def read_small_body(req: S3Request, limit: int = MAX_XML_BODY) -> bytes:
+    """Reads a request body that is XML configuration, never object data: capped in size."""
+    data = bytearray()
+    async for chunk in req.http.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            raise MalformedXML(f"The XML body is larger than {limit} bytes.")
+    return bytes(data)
+
+
+async def list_buckets(req: S3Request) -> web.Response:
+    buckets = await req.layer.list_buckets()
+    return xml_response(xml.list_buckets(buckets, req.services.owner_id))
+
+
+async def create_bucket(req: S3Request) -> web.Response:
+    check_bucket_name(req.bucket)
+    body = await read_small_body(req)
+    if body.strip():
+        root = xml.parse(body, "CreateBucketConfiguration")
+        location = xml.child_text(root, "LocationConstraint")
+        if location and location != req.services.region:
+            raise InvalidArgument(
+                f"The location constraint {location!r} is not this server's region "
+                f"{req.services.region!r}.",
+                ArgumentName="LocationConstraint",
+            )
+    await req.layer.make_bucket(req.bucket)
+    return web.Response(status=200, headers={"Location": f"/{req.bucket}"})
+
+
+async def head_bucket(req: S3Request) -> web.Response:
+    from node.s3.errors import NoSuchBucket
+
+    if not await req.layer.bucket_exists(req.bucket):
+        raise NoSuchBucket(BucketName=req.bucket)
+    return web.Response(status=200, headers={"x-amz-bucket-region": req.services.region})
+
+
+async def delete_bucket(req: S3Request) -> web.Response:
+    await req.layer.delete_bucket(req.bucket)
+    return web.Response(status=204)
+
+
+async def get_location(req: S3Request) -> web.Response:
+    await req.layer.require_bucket(req.bucket)
+    return xml_response(xml.location(req.services.region))
+
+
+async def get_versioning(req: S3Request) -> web.Response:
+    await req.layer.require_bucket(req.bucket)
+    return xml_response(xml.document("VersioningConfiguration", []))
+
+
+def _max_keys(req: S3Request) -> int:
+    raw = req.query.get("max-keys", "1000")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgument("max-keys must be an integer.", ArgumentName="max-keys") from None
+    if value < 0:
+        raise InvalidArgument("max-keys must not be negative.", ArgumentName="max-keys")
+    return min(value, 1000)
+
+
+def _encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(marker.encode("utf-8", "surrogatepass")).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode("utf-8", "surrogatepass")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument(
+            "The continuation token provided is incorrect", ArgumentName="continuation-token"
+        ) from None
+
+
+async def list_objects(req: S3Request) -> web.Response:
+    q = req.query
+    v2 = q.get("list-type") == "2"
+    if "list-type" in q and not v2:
+        raise InvalidArgument("list-type must be 2.", ArgumentName="list-type")
+    encoding = q.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
+    prefix, delimiter, max_keys = q.get("prefix", ""), q.get("delimiter", ""), _max_keys(req)
+    if v2:
+        token = q.get("continuation-token")
+        start = _decode_token(token) if token is not None else q.get("start-after", "")
+    else:
+        start = q.get("marker", "")
+        if delimiter and start.startswith(prefix) and delimiter in start[len(prefix) :]:
+            # a V1 NextMarker that is a common prefix: continue past everything under it
+            cut = start.index(delimiter, len(prefix)) + len(delimiter)
+            start = start[:cut] + "\U0010ffff"
+    page = await req.layer.list_objects(
+        req.bucket, prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys
+    )
+    objects = [(key, m.mtime, m.etag, m.size) for key, m in page.objects]
+    if v2:
+        fields = {}
+        if "continuation-token" in q:
+            fields["ContinuationToken"] = q["continuation-token"]
+        if page.truncated:
+            fields["NextContinuationToken"] = _encode_token(page.next_marker)
+        if "start-after" in q:
+            fields["StartAfter"] = q["start-after"]
+        body = xml.list_objects(
+            bucket=req.bucket, prefix=prefix, delimiter=delimiter, max_keys=max_keys, objects=objects,
+            prefixes=page.prefixes, truncated=page.truncated, encode=encoding == "url",
+            owner_id=req.services.owner_id if q.get("fetch-owner") == "true" else None,
+            v2_fields=fields, v1_fields=None,
+        )
+    else:
+        fields = {"Marker": q.get("marker", "")}
+        if page.truncated:
+            fields["NextMarker"] = page.next_marker.rstrip("\U0010ffff")
+        body = xml.list_objects(
+            bucket=req.bucket, prefix=prefix, delimiter=delimiter, max_keys=max_keys, objects=objects,
+            prefixes=page.prefixes, truncated=page.truncated, encode=encoding == "url",
+            owner_id=req.services.owner_id, v2_fields=None, v1_fields=fields,
+        )
+    return xml_response(body)
+
+
+def xml_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/xml")

@@ -1,0 +1,58 @@
+"""What every S3 handler gets: the parsed request target and the node's services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from cluster.objects import ObjectLayer
+from node.s3.sigv4 import AuthResult
+
+
+@dataclass(slots=True)
+class S3Services:
+    layer: ObjectLayer
+    region: str
+    owner_id: str
+    lookup_secret: Callable[[str], str | None]
+    max_object_size: int = 5 << 30
+
+
+@dataclass(slots=True)
+class S3Request:
+    http: web.Request
+    services: S3Services
+    bucket: str
+    key: str
+    query: dict[str, str]  # first value of each name, decoded ('+' is not a space in S3)
+    request_id: str
+    auth: AuthResult | None = None
+
+    @property
+    def layer(self) -> ObjectLayer:
+        return self.services.layer
+
+    @property
+    def resource(self) -> str:
+        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}" if self.bucket else "/"
+
+
+def split_query(raw: str) -> list[tuple[str, str]]:
+    """Query pairs in wire order, percent-decoded without turning '+' into a space."""
+    pairs = []
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((unquote(name), unquote(value)))
+    return pairs
+
+
+def split_target(raw_path: str) -> tuple[str, str]:
+    """Path-style '/bucket/key' -> (bucket, key); the key keeps every character as sent."""
+    path = raw_path[1:] if raw_path.startswith("/") else raw_path
+    bucket, _, key = path.partition("/")
+    return unquote(bucket), unquote(key)

@@ -1,0 +1,127 @@
+"""The one dispatch table of the S3 API, and the middleware every request passes.
+
+Every request: request id -> SigV4 -> table lookup by (method, target, subresource) ->
+handler. Any exception becomes an S3 XML error here and nowhere else; unknown ones are
+logged with the request id and answered as InternalError without a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from node.s3 import buckets, objects, xml
+from node.s3.context import S3Request, S3Services, split_query, split_target
+from node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
+from node.s3.sigv4 import RequestView, verify_request
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
+
+# Subresources we recognise; a request naming one we do not serve gets 501, not a
+# silently wrong answer (e.g. PUT ?acl must not overwrite an object).
+BUCKET_SUBRESOURCES = (
+    "delete", "location", "versioning", "uploads", "policy", "acl", "cors", "lifecycle",
+    "tagging", "website", "logging", "notification", "replication", "encryption",
+    "object-lock", "requestPayment", "accelerate", "analytics", "inventory", "metrics",
+    "ownershipControls", "publicAccessBlock", "intelligent-tiering", "versions",
+)
+OBJECT_SUBRESOURCES = (
+    "uploads", "uploadId", "partNumber", "tagging", "acl", "retention", "legal-hold",
+    "torrent", "restore", "select", "attributes", "versionId",
+)
+
+SERVICE: dict[str, Handler] = {"GET": buckets.list_buckets}
+BUCKET: dict[tuple[str, str], Handler] = {
+    ("PUT", ""): buckets.create_bucket,
+    ("HEAD", ""): buckets.head_bucket,
+    ("DELETE", ""): buckets.delete_bucket,
+    ("GET", ""): buckets.list_objects,
+    ("GET", "location"): buckets.get_location,
+    ("GET", "versioning"): buckets.get_versioning,
+    ("POST", "delete"): objects.delete_objects,
+}
+OBJECT: dict[tuple[str, str], Handler] = {
+    ("PUT", ""): objects.put_object,
+    ("GET", ""): objects.get_object,
+    ("HEAD", ""): objects.head_object,
+    ("DELETE", ""): objects.delete_object,
+}
+
+
+def _subresource(query: dict[str, str], known: tuple[str, ...]) -> str:
+    for name in known:
+        if name in query:
+            return name
+    return ""
+
+
+def pick_handler(method: str, bucket: str, key: str, query: dict[str, str]) -> Handler:
+    if not bucket:
+        handler = SERVICE.get(method)
+        if handler is None:
+            raise MethodNotAllowed()
+        return handler
+    table, known = (OBJECT, OBJECT_SUBRESOURCES) if key else (BUCKET, BUCKET_SUBRESOURCES)
+    sub = _subresource(query, known)
+    handler = table.get((method, sub))
+    if handler is not None:
+        return handler
+    if sub or any(m == method for m, _ in table):
+        raise NotImplementedError_(f"{method} {'?' + sub if sub else ''} is not implemented yet.")
+    raise MethodNotAllowed()
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex().upper()
+
+
+def error_response(err: S3Error, method: str, resource: str, request_id: str) -> web.Response:
+    headers = {"x-amz-request-id": request_id}
+    if method == "HEAD":
+        return web.Response(status=err.status, headers=headers)
+    body = xml.error(err.code, err.message, resource, request_id, err.extra)
+    return web.Response(status=err.status, body=body, content_type="application/xml", headers=headers)
+
+
+def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request_id = new_request_id()
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        bucket, key = split_target(raw_path)
+        pairs = split_query(raw_query)
+        query = {}
+        for name, value in pairs:
+            query.setdefault(name, value)
+        req = S3Request(request, services, bucket, key, query, request_id)
+        try:
+            view = RequestView(request.method, raw_path, pairs, request.headers)
+            req.auth = verify_request(
+                view, services.lookup_secret, now=time.time(), region=services.region
+            )
+            handler = pick_handler(request.method, bucket, key, query)
+            response = await handler(req)
+        except Exception as exc:
+            err = from_internal(exc)
+            if err.status >= 500:
+                log.log(
+                    logging.ERROR if err.code == "InternalError" else logging.WARNING,
+                    "request %s %s %s failed: %s",
+                    request_id,
+                    request.method,
+                    req.resource,
+                    exc,
+                    exc_info=err.code == "InternalError",
+                )
+            if isinstance(exc, ConnectionResetError | ConnectionError):
+                raise
+            response = error_response(err, request.method, req.resource, request_id)
+        response.headers["x-amz-request-id"] = request_id
+        return response
+
+    return handle

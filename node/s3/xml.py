@@ -1,0 +1,153 @@
+"""S3 XML bodies: rendering the responses, parsing the few request bodies S3 takes.
+
+Rendering builds strings directly (escaped) rather than element trees: listings of 1,000
+keys are on a hot path. Parsing uses ElementTree on bodies capped in size by the caller,
+and rejects DTDs so no entity expansion can happen.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from xml.sax.saxutils import escape
+
+from node.s3.errors import MalformedXML
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def iso8601(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def http_date(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def el(name: str, value: object) -> str:
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def document(root: str, parts: Iterable[str]) -> bytes:
+    return (HEAD + f'<{root} xmlns="{NS}">' + "".join(parts) + f"</{root}>").encode()
+
+
+def error(code: str, message: str, resource: str, request_id: str, extra: dict[str, str]) -> bytes:
+    body = [el("Code", code), el("Message", message)]
+    body += [el(k, v) for k, v in extra.items()]
+    body += [el("Resource", resource), el("RequestId", request_id)]
+    return (HEAD + "<Error>" + "".join(body) + "</Error>").encode()
+
+
+def owner(owner_id: str) -> str:
+    return f"<Owner>{el('ID', owner_id)}{el('DisplayName', owner_id)}</Owner>"
+
+
+def list_buckets(buckets: dict[str, int], owner_id: str) -> bytes:
+    items = "".join(
+        f"<Bucket>{el('Name', name)}{el('CreationDate', iso8601(created))}</Bucket>"
+        for name, created in buckets.items()
+    )
+    return document("ListAllMyBucketsResult", [owner(owner_id), f"<Buckets>{items}</Buckets>"])
+
+
+def parse(body: bytes, root: str) -> ET.Element:
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise MalformedXML("DTDs are not allowed.")
+    try:
+        element = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise MalformedXML() from exc
+    if _local(element.tag) != root:
+        raise MalformedXML(f"Expected a {root} document.")
+    return element
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def children(element: ET.Element, name: str) -> list[ET.Element]:
+    return [c for c in element if _local(c.tag) == name]
+
+
+def child_text(element: ET.Element, name: str) -> str | None:
+    found = children(element, name)
+    return (found[0].text or "") if found else None
+
+
+def parse_delete(body: bytes) -> tuple[list[str], bool]:
+    """<Delete> -> (keys, quiet)."""
+    root = parse(body, "Delete")
+    keys = []
+    for obj in children(root, "Object"):
+        key = child_text(obj, "Key")
+        if key is None:
+            raise MalformedXML("Every Object needs a Key.")
+        keys.append(key)
+    if not keys or len(keys) > 1000:
+        raise MalformedXML("A Delete request lists between 1 and 1000 objects.")
+    quiet = (child_text(root, "Quiet") or "").strip().lower() == "true"
+    return keys, quiet
+
+
+def delete_result(deleted: list[str], failed: list[tuple[str, str, str]]) -> bytes:
+    parts = [f"<Deleted>{el('Key', k)}</Deleted>" for k in deleted]
+    parts += [
+        f"<Error>{el('Key', k)}{el('Code', code)}{el('Message', msg)}</Error>" for k, code, msg in failed
+    ]
+    return document("DeleteResult", parts)
+
+
+def location(region: str) -> bytes:
+    value = "" if region == "us-east-1" else escape(region)
+    return (HEAD + f'<LocationConstraint xmlns="{NS}">{value}</LocationConstraint>').encode()
+
+
+def list_objects(
+    *,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    max_keys: int,
+    objects: list[tuple[str, int, str, int]],  # key, mtime ns, etag, size
+    prefixes: list[str],
+    truncated: bool,
+    encode: bool,
+    owner_id: str | None,
+    v2_fields: dict[str, str] | None,
+    v1_fields: dict[str, str] | None,
+) -> bytes:
+    """ListBucketResult for ListObjectsV2 (v2_fields) or ListObjects v1 (v1_fields)."""
+    from urllib.parse import quote
+
+    def name(value: str) -> str:
+        return quote(value, safe="/") if encode else value
+
+    parts = [el("Name", bucket), el("Prefix", name(prefix))]
+    if v2_fields is not None:
+        parts += [el(k, v) for k, v in v2_fields.items()]
+        parts.append(el("KeyCount", len(objects) + len(prefixes)))
+    else:
+        parts += [el(k, v) for k, v in (v1_fields or {}).items()]
+    parts.append(el("MaxKeys", max_keys))
+    if delimiter:
+        parts.append(el("Delimiter", name(delimiter)))
+    if encode:
+        parts.append(el("EncodingType", "url"))
+    parts.append(el("IsTruncated", "true" if truncated else "false"))
+    who = owner(owner_id) if owner_id else ""
+    for key, mtime, etag, size in objects:
+        parts.append(
+            "<Contents>"
+            + el("Key", name(key))
+            + el("LastModified", iso8601(mtime))
+            + el("ETag", f'"{etag}"')
+            + el("Size", size)
+            + who
+            + "<StorageClass>STANDARD</StorageClass></Contents>"
+        )
+    parts += [f"<CommonPrefixes>{el('Prefix', name(p))}</CommonPrefixes>" for p in prefixes]
+    return document("ListBucketResult", parts)

@@ -1,0 +1,153 @@
+"""Opening a node's drives: format new ones, check old ones agree, place them in sets.
+
+First start (no drive formatted): a cluster id is made, drives are grouped into sets of
+k+m in the order given, and every drive gets its format.json. Later starts read the
+format records back. A drive directory that is missing is an offline slot (it may be an
+unmounted disk, so nothing is created in its place); an existing empty directory in a
+slot whose drive is missing is a replacement and is formatted into that slot; a drive
+whose format disagrees with the others stops the node with a clear message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.drive import Drive, OfflineDrive
+from cluster.topology import DriveFormat
+from erasure import ErasureParams
+from node.storage.fsutil import atomic_write
+from node.storage.local_drive import LocalDrive
+
+FORMAT_FILE = "format.json"
+
+
+class FormatError(Exception):
+    """The drives on disk do not form a consistent set; the node must not start."""
+
+
+@dataclass(slots=True)
+class OpenedSet:
+    index: int
+    drives: list[Drive]
+    params: ErasureParams
+
+
+def _read_format(path: Path) -> DriveFormat | None:
+    try:
+        return DriveFormat.from_json((path / FORMAT_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise FormatError(f"{path / FORMAT_FILE}: unreadable format record: {exc}") from exc
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _format_fresh(paths: list[Path], params: ErasureParams) -> None:
+    if len(paths) % params.n:
+        raise FormatError(
+            f"{len(paths)} drives cannot form sets of {params.n} ({params}): "
+            f"give a multiple of {params.n} drives"
+        )
+    for path in paths:
+        if path.exists() and not _is_empty_dir(path):
+            raise FormatError(f"{path}: not empty and not a shardfleet drive; refusing to format it")
+    cluster_id = uuid.uuid4().hex
+    ids = [uuid.uuid4().hex for _ in paths]
+    for set_no in range(len(paths) // params.n):
+        members = ids[set_no * params.n : (set_no + 1) * params.n]
+        for pos, drive_id in enumerate(members):
+            path = paths[set_no * params.n + pos]
+            path.mkdir(parents=True, exist_ok=True)
+            fmt = DriveFormat(
+                cluster_id=cluster_id,
+                drive_id=drive_id,
+                pool=0,
+                set=set_no,
+                position=pos,
+                ec=str(params),
+                stripe_size=params.stripe_size,
+                set_drives=members,
+            )
+            atomic_write(path, FORMAT_FILE, [fmt.to_json().encode()])
+
+
+def open_drives(paths: list[Path], params: ErasureParams, io_pool: Executor) -> list[OpenedSet]:
+    """Opens (formatting on first start) the drives; returns the erasure sets."""
+    formats = {p: _read_format(p) if p.is_dir() else None for p in paths}
+    if not any(formats.values()):
+        _format_fresh(paths, params)
+        formats = {p: _read_format(p) for p in paths}
+    known = [f for f in formats.values() if f is not None]
+    cluster_id = known[0].cluster_id
+    for path, fmt in formats.items():
+        if fmt is not None and fmt.cluster_id != cluster_id:
+            raise FormatError(
+                f"{path} belongs to cluster {fmt.cluster_id}, the other drives to {cluster_id}"
+            )
+    on_disk = ErasureParams.parse(known[0].ec, known[0].stripe_size)
+    if (on_disk.k, on_disk.m) != (params.k, params.m):
+        raise FormatError(
+            f"drives were formatted as {on_disk} but the node was started with --ec {params}"
+        )
+    sets: dict[int, dict[int, tuple[Path, DriveFormat]]] = {}
+    templates: dict[int, DriveFormat] = {}
+    for path, fmt in formats.items():
+        if fmt is None:
+            continue
+        template = templates.setdefault(fmt.set, fmt)
+        if not template.same_set(fmt):
+            raise FormatError(f"{path}: its format.json disagrees with the other drives of set {fmt.set}")
+        slot = sets.setdefault(fmt.set, {})
+        if fmt.position in slot:
+            raise FormatError(f"{path} and {slot[fmt.position][0]} claim the same slot")
+        slot[fmt.position] = (path, fmt)
+    _adopt_replacements(formats, sets, templates)
+    opened: list[OpenedSet] = []
+    for set_no in sorted(sets):
+        template = templates[set_no]
+        drives: list[Drive] = []
+        for pos in range(on_disk.n):
+            if pos in sets[set_no]:
+                path, fmt = sets[set_no][pos]
+                drive = LocalDrive(path, fmt, io_pool)
+                drive.reconcile_startup()
+                drives.append(drive)
+            else:
+                drives.append(
+                    OfflineDrive(template.set_drives[pos], f"set {set_no} slot {pos}", "drive missing")
+                )
+        opened.append(OpenedSet(set_no, drives, on_disk))
+    return opened
+
+
+def _adopt_replacements(
+    formats: dict[Path, DriveFormat | None],
+    sets: dict[int, dict[int, tuple[Path, DriveFormat]]],
+    templates: dict[int, DriveFormat],
+) -> None:
+    """Formats empty directories into the slots of missing drives, in the order given."""
+    empty = [p for p, f in formats.items() if f is None and _is_empty_dir(p)]
+    for set_no in sorted(sets):
+        template = templates[set_no]
+        for pos in range(len(template.set_drives)):
+            if pos in sets[set_no] or not empty:
+                continue
+            path = empty.pop(0)
+            fmt = DriveFormat(
+                cluster_id=template.cluster_id,
+                drive_id=template.set_drives[pos],
+                pool=template.pool,
+                set=set_no,
+                position=pos,
+                ec=template.ec,
+                stripe_size=template.stripe_size,
+                set_drives=template.set_drives,
+            )
+            atomic_write(path, FORMAT_FILE, [fmt.to_json().encode()])
+            sets[set_no][pos] = (path, fmt)

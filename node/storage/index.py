@@ -1,0 +1,172 @@
+"""A drive's ordered metadata index in LMDB, with group commit.
+
+Named databases in one environment (`<drive>/index.lmdb`):
+
+    buckets   bucket -> msgpack creation stamp
+    objects   bucket NUL key -> packed ObjectMeta        (sorted: listing is a range scan)
+    inline    bucket NUL key -> framed shard of a small object
+    vids      vid -> bucket NUL key                     (which key a data directory belongs to)
+    trash     vid -> bucket                              (old data directories still to remove)
+
+Writes are applied by one thread per drive. Every caller that arrives while a transaction
+commits joins the next one, so N concurrent writes cost one fsync instead of N; each
+write runs in a nested transaction so one failing write does not abort its neighbours.
+Reads are lock-free LMDB snapshots and cheap enough (a memory-mapped B-tree lookup) to run
+on the event loop; scans, which may touch many pages, run in the I/O pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+SEP = b"\x00"
+MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as it fills
+
+WriteFn = Callable[["Txn"], Any]
+
+
+def object_key(bucket: str, key: str) -> bytes:
+    return bucket.encode() + SEP + key.encode()
+
+
+def bucket_prefix(bucket: str) -> bytes:
+    return bucket.encode() + SEP
+
+
+class Txn:
+    """A write transaction with the index's databases at hand."""
+
+    def __init__(self, txn: lmdb.Transaction, index: DriveIndex) -> None:
+        self.txn = txn
+        self.buckets = index.buckets
+        self.objects = index.objects
+        self.inline = index.inline
+        self.vids = index.vids
+        self.trash = index.trash
+
+    def get(self, db: Any, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=db)
+
+    def put(self, db: Any, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=db)
+
+    def delete(self, db: Any, key: bytes) -> None:
+        self.txn.delete(key, db=db)
+
+    def has_prefix(self, db: Any, prefix: bytes) -> bool:
+        with self.txn.cursor(db=db) as cur:
+            return cur.set_range(prefix) and cur.key().startswith(prefix)
+
+    def delete_prefix(self, db: Any, prefix: bytes) -> list[bytes]:
+        """Deletes every entry under prefix; returns the deleted values."""
+        values = []
+        with self.txn.cursor(db=db) as cur:
+            found = cur.set_range(prefix)
+            while found and cur.key().startswith(prefix):
+                values.append(cur.value())
+                found = cur.delete()
+        return values
+
+
+class DriveIndex:
+    def __init__(self, path: Path, *, map_size: int = MAP_SIZE) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=8,
+            max_readers=1024,
+            readahead=False,
+            sync=True,
+            metasync=True,
+        )
+        self.buckets = self.env.open_db(b"buckets")
+        self.objects = self.env.open_db(b"objects")
+        self.inline = self.env.open_db(b"inline")
+        self.vids = self.env.open_db(b"vids")
+        self.trash = self.env.open_db(b"trash")
+        self._writer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"lmdb-{path.parent.name}"
+        )
+        self._pending: list[tuple[WriteFn, asyncio.Future[Any]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.env.close()
+
+    # -- reads (any thread) ---------------------------------------------------------
+    def get(self, db: Any, key: bytes) -> bytes | None:
+        with self.env.begin(db=db) as txn:
+            return txn.get(key)
+
+    def get_object(self, key: bytes) -> tuple[bytes | None, bytes | None]:
+        with self.env.begin() as txn:
+            return txn.get(key, db=self.objects), txn.get(key, db=self.inline)
+
+    def scan(self, db: Any, start: bytes, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` entries with key >= start and key.startswith(prefix)."""
+        out: list[tuple[bytes, bytes]] = []
+        with self.env.begin(db=db) as txn, txn.cursor() as cur:
+            found = cur.set_range(start)
+            while found and len(out) < limit:
+                k = cur.key()
+                if not k.startswith(prefix):
+                    break
+                out.append((k, cur.value()))
+                found = cur.next()
+        return out
+
+    def items(self, db: Any) -> list[tuple[bytes, bytes]]:
+        with self.env.begin(db=db) as txn:
+            return list(txn.cursor())
+
+    # -- writes (group commit) --------------------------------------------------------
+    async def write(self, fn: WriteFn) -> Any:
+        """Runs fn(txn) in the next group transaction; returns its result once durable."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((fn, fut))
+        if self._running is None:
+            self._running = loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await loop.run_in_executor(self._writer, self._apply, batch)
+                except BaseException as exc:  # the commit itself failed: nobody is durable
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._running = None
+
+    def _apply(self, batch: list[tuple[WriteFn, Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.env.begin(write=True) as parent:
+            for fn, _ in batch:
+                child = self.env.begin(write=True, parent=parent)
+                try:
+                    value = fn(Txn(child, self))
+                except Exception as exc:
+                    child.abort()
+                    outcomes.append((False, exc))
+                else:
+                    child.commit()
+                    outcomes.append((True, value))
+        return outcomes

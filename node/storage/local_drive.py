@@ -1,0 +1,420 @@
+"""LocalDrive: one directory on this host, implementing cluster.drive.Drive.
+
+Layout of a drive root:
+
+    format.json                         cluster id, drive id, pool/set/position (topology)
+    index.lmdb/                         ordered metadata index (node/storage/index.py)
+    tmp/<vid>/part.<n>                  shards being written (gone after a restart)
+    data/<bucket>/<vid[:2]>/<vid>/part.<n>   committed shards; paths never derive from keys
+
+A PUT never overwrites in place. Shards are written and fsynced under tmp/, the version
+directory is renamed into data/ (and its parent fsynced), then the metadata commit makes it
+current; the previous version's directory is removed only after that commit is durable. A
+crash at any point leaves the old or the new version, and start-up removes what no
+metadata references (`reconcile`).
+
+Any OSError or LMDB error makes the drive check itself: a missing root or format.json
+marks it offline for good (until restart); other errors are counted and reported as
+DriveIOError. An offline drive answers DriveOffline at once and never crashes the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+import msgpack
+
+from cluster.drive import (
+    DriveError,
+    DriveFull,
+    DriveInfo,
+    DriveIOError,
+    DriveOffline,
+    FileNotFound,
+    MetaRecord,
+    ShardNotFound,
+    VolumeExists,
+    VolumeNotEmpty,
+    VolumeNotFound,
+)
+from cluster.meta import ObjectMeta
+from cluster.topology import DriveFormat
+from node.storage.fsutil import fsync_dir, makedirs_durable, remove_tree, write_all
+from node.storage.index import DriveIndex, Txn, bucket_prefix, object_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LocalShardWriter:
+    def __init__(self, drive: LocalDrive, vid: str, fd: int) -> None:
+        self._drive = drive
+        self._vid = vid
+        self._fd: int | None = fd
+
+    async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
+        fd = self._fd
+        if fd is None:
+            raise DriveIOError("shard writer is closed")
+        await self._drive._io(write_all, fd, list(chunks))
+
+    async def finish(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise DriveIOError("shard writer is closed")
+
+        def sync_close() -> None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await self._drive._io(sync_close)
+
+    async def abort(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        await self._drive.abort_staged(self._vid)
+
+
+class LocalDrive:
+    is_local = True
+
+    def __init__(self, root: Path, fmt: DriveFormat, io_pool: Executor) -> None:
+        self.root = root
+        self.format = fmt
+        self.drive_id = fmt.drive_id
+        self.endpoint = str(root)
+        self._pool = io_pool
+        self._root_ino = root.stat().st_ino
+        self._offline_reason: str | None = None
+        self.errors = 0
+        self._inflight: set[str] = set()  # vids staged or being committed
+        self._trash_done: list[bytes] = []
+        self._tmp = root / "tmp"
+        self._data = root / "data"
+        self._tmp.mkdir(exist_ok=True)
+        self._data.mkdir(exist_ok=True)
+        self.index = DriveIndex(root / "index.lmdb")
+
+    # -- health -----------------------------------------------------------------------
+    @property
+    def online(self) -> bool:
+        return self._offline_reason is None
+
+    def _healthy(self) -> str | None:
+        """Why the drive is unusable, or None."""
+        try:
+            if os.stat(self.root).st_ino != self._root_ino:
+                return "drive directory was replaced"
+            os.stat(self.root / "format.json")
+        except OSError as exc:
+            return f"drive directory unreachable: {exc.strerror or exc}"
+        return None
+
+    def mark_offline(self, reason: str) -> None:
+        if self._offline_reason is None:
+            self._offline_reason = reason
+            log.error("drive %s (%s) is offline: %s", self.drive_id, self.root, reason)
+
+    async def check(self) -> bool:
+        """Periodic probe: notices a drive that vanished while idle."""
+        if self.online:
+            reason = await self._io(self._healthy, guard=False)
+            if reason:
+                self.mark_offline(reason)
+        return self.online
+
+    def _fail(self, exc: BaseException) -> DriveError:
+        """Maps an OS or LMDB failure to a drive error, checking the drive first."""
+        reason = self._healthy()
+        if reason:
+            self.mark_offline(reason)
+            return DriveOffline(reason)
+        self.errors += 1
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return DriveFull(str(exc))
+        return DriveIOError(f"{type(exc).__name__}: {exc}")
+
+    def _guard(self) -> None:
+        if self._offline_reason is not None:
+            raise DriveOffline(self._offline_reason)
+
+    async def _io(self, fn: Callable[..., T], *args: Any, guard: bool = True) -> T:
+        if guard:
+            self._guard()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except (OSError, lmdb.Error) as exc:
+            if not guard:
+                raise
+            raise self._fail(exc) from exc
+
+    async def _write(self, fn: Callable[[Txn], T]) -> T:
+        self._guard()
+        try:
+            return await self.index.write(fn)
+        except (OSError, lmdb.Error) as exc:
+            raise self._fail(exc) from exc
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        self._guard()
+        try:
+            return fn()
+        except (OSError, lmdb.Error) as exc:
+            raise self._fail(exc) from exc
+
+    async def info(self) -> DriveInfo:
+        total = free = 0
+        if self.online:
+            with contextlib.suppress(DriveError):
+                st = await self._io(os.statvfs, self.root)
+                total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        return DriveInfo(self.drive_id, self.endpoint, self.online, total, free, self.errors)
+
+    # -- paths --------------------------------------------------------------------------
+    def _version_dir(self, bucket: str, vid: str) -> Path:
+        return self._data / bucket / vid[:2] / vid
+
+    # -- buckets ------------------------------------------------------------------------
+    async def make_bucket(self, bucket: str, created: int) -> None:
+        def apply(t: Txn) -> None:
+            if t.get(t.buckets, bucket.encode()) is not None:
+                raise VolumeExists(bucket)
+            t.put(t.buckets, bucket.encode(), msgpack.packb(created))
+
+        await self._write(apply)
+
+    async def delete_bucket(self, bucket: str, *, force: bool = False) -> None:
+        prefix = bucket_prefix(bucket)
+
+        def apply(t: Txn) -> None:
+            if t.get(t.buckets, bucket.encode()) is None:
+                raise VolumeNotFound(bucket)
+            if not force and t.has_prefix(t.objects, prefix):
+                raise VolumeNotEmpty(bucket)
+            for meta in t.delete_prefix(t.objects, prefix):
+                with contextlib.suppress(lmdb.NotFoundError):
+                    t.delete(t.vids, ObjectMeta.unpack(meta).vid.encode())
+            t.delete_prefix(t.inline, prefix)
+            t.delete(t.buckets, bucket.encode())
+
+        await self._write(apply)
+        await self._io(remove_tree, self._data / bucket)
+
+    async def list_buckets(self) -> dict[str, int]:
+        items = self._read(lambda: self.index.items(self.index.buckets))
+        return {k.decode(): msgpack.unpackb(v) for k, v in items}
+
+    def bucket_created(self, bucket: str) -> int | None:
+        raw = self._read(lambda: self.index.get(self.index.buckets, bucket.encode()))
+        return None if raw is None else msgpack.unpackb(raw)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        return self.bucket_created(bucket) is not None
+
+    # -- shards -------------------------------------------------------------------------
+    async def open_shard(self, bucket: str, vid: str, part: int) -> LocalShardWriter:
+        self._inflight.add(vid)
+
+        def create() -> int:
+            directory = self._tmp / vid
+            directory.mkdir(exist_ok=True)
+            return os.open(directory / f"part.{part}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+        try:
+            fd = await self._io(create)
+        except BaseException:
+            self._inflight.discard(vid)
+            raise
+        return LocalShardWriter(self, vid, fd)
+
+    async def abort_staged(self, vid: str) -> None:
+        self._inflight.discard(vid)
+        if self.online:
+            with contextlib.suppress(DriveError):
+                await self._io(remove_tree, self._tmp / vid)
+
+    async def abort(self, bucket: str, vid: str) -> None:
+        await self.abort_staged(vid)
+
+    async def read_shard(self, bucket: str, vid: str, part: int, offset: int, length: int) -> bytes:
+        path = self._version_dir(bucket, vid) / f"part.{part}"
+
+        def read() -> bytes:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                return os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+
+        try:
+            return await self._io(read)
+        except DriveIOError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                self.errors -= 1  # a missing shard is for the healer, not a failing disk
+                raise ShardNotFound(f"{bucket}/{vid}/part.{part}") from exc
+            raise
+
+    # -- metadata -----------------------------------------------------------------------
+    async def commit(self, bucket: str, key: str, meta: ObjectMeta, inline: bytes | None) -> None:
+        vid = meta.vid
+        ok = object_key(bucket, key)
+        staged = self._tmp / vid
+        target = self._version_dir(bucket, vid)
+        self._inflight.add(vid)
+        try:
+            if not meta.inline:
+                await self._io(self._install, staged, target)
+            old_dirs: list[Path] = []
+
+            def apply(t: Txn) -> None:
+                self._flush_trash(t)
+                if t.get(t.buckets, bucket.encode()) is None:
+                    raise VolumeNotFound(bucket)
+                old = t.get(t.objects, ok)
+                t.put(t.objects, ok, meta.pack())
+                if inline is not None:
+                    t.put(t.inline, ok, inline)
+                else:
+                    t.txn.delete(ok, db=t.inline)
+                t.put(t.vids, vid.encode(), ok)
+                if old is not None:
+                    old_meta = ObjectMeta.unpack(old)
+                    if old_meta.vid != vid:
+                        self._retire(t, bucket, old_meta, old_dirs)
+
+            try:
+                await self._write(apply)
+            except BaseException:
+                if not meta.inline:
+                    with contextlib.suppress(DriveError):
+                        await self._io(remove_tree, target)
+                raise
+            if old_dirs:
+                await self._remove_retired(old_dirs)
+        finally:
+            self._inflight.discard(vid)
+
+    def _install(self, staged: Path, target: Path) -> None:
+        """Moves a staged version directory into data/, durably."""
+        fsync_dir(staged)
+        makedirs_durable(target.parent)
+        os.rename(staged, target)
+        fsync_dir(target.parent)
+
+    def _retire(self, t: Txn, bucket: str, old: ObjectMeta, old_dirs: list[Path]) -> None:
+        t.txn.delete(old.vid.encode(), db=t.vids)
+        if not old.inline:
+            t.put(t.trash, old.vid.encode(), bucket.encode())
+            old_dirs.append(self._version_dir(bucket, old.vid))
+
+    def _flush_trash(self, t: Txn) -> None:
+        """Forgets trash entries whose directories are gone (no extra fsync: idempotent)."""
+        done, self._trash_done = self._trash_done, []
+        for vid in done:
+            t.txn.delete(vid, db=t.trash)
+
+    async def _remove_retired(self, dirs: list[Path]) -> None:
+        with contextlib.suppress(DriveError):
+            await self._io(lambda: [remove_tree(d) for d in dirs])
+            self._trash_done.extend(d.name.encode() for d in dirs)
+
+    async def read_meta(self, bucket: str, key: str) -> MetaRecord:
+        raw, inline = self._read(lambda: self.index.get_object(object_key(bucket, key)))
+        if raw is None:
+            if self.bucket_created(bucket) is None:
+                raise VolumeNotFound(bucket)
+            raise FileNotFound(f"{bucket}/{key}")
+        return MetaRecord(ObjectMeta.unpack(raw), inline)
+
+    async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
+        ok = object_key(bucket, key)
+        old_dirs: list[Path] = []
+
+        def apply(t: Txn) -> None:
+            self._flush_trash(t)
+            old = t.get(t.objects, ok)
+            if old is None:
+                if t.get(t.buckets, bucket.encode()) is None:
+                    raise VolumeNotFound(bucket)
+                raise FileNotFound(f"{bucket}/{key}")
+            old_meta = ObjectMeta.unpack(old)
+            if vid is not None and old_meta.vid != vid:
+                raise FileNotFound(f"{bucket}/{key} version {vid}")
+            t.delete(t.objects, ok)
+            t.txn.delete(ok, db=t.inline)
+            self._retire(t, bucket, old_meta, old_dirs)
+
+        await self._write(apply)
+        if old_dirs:
+            await self._remove_retired(old_dirs)
+
+    async def scan(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> list[tuple[str, ObjectMeta]]:
+        bp = bucket_prefix(bucket)
+        start = object_key(bucket, max(prefix, start_after))
+        if start_after and start_after >= prefix:
+            start += b"\x00"  # strictly after start_after
+        rows = await self._io(
+            self.index.scan, self.index.objects, start, bp + prefix.encode(), limit
+        )
+        if not rows and self.bucket_created(bucket) is None:
+            raise VolumeNotFound(bucket)
+        cut = len(bp)
+        return [(k[cut:].decode(), ObjectMeta.unpack(v)) for k, v in rows]
+
+    # -- start-up and shutdown ----------------------------------------------------------
+    def reconcile_startup(self) -> None:
+        """Synchronous, cheap part of start-up: staged writes and retired versions."""
+        for entry in self._tmp.iterdir():
+            remove_tree(entry)
+        trash = self.index.items(self.index.trash)
+        for vid, bucket in trash:
+            remove_tree(self._version_dir(bucket.decode(), vid.decode()))
+        if trash:
+            with self.index.env.begin(write=True, db=self.index.trash) as txn:
+                for vid, _ in trash:
+                    txn.delete(vid)
+
+    def remove_orphans(self, older_than: float) -> int:
+        """Removes version directories no metadata references (a crash between installing
+        a version and committing it). Skips versions in flight and anything newer than
+        `older_than` (a write that started after start-up). Returns the number removed."""
+        removed = 0
+        known_buckets = set(self.index_buckets())
+        for bucket_dir in list(self._data.iterdir()):
+            if bucket_dir.name not in known_buckets:
+                if bucket_dir.stat().st_mtime < older_than:
+                    remove_tree(bucket_dir)
+                continue
+            for fan in list(bucket_dir.iterdir()):
+                for vdir in list(fan.iterdir()):
+                    vid = vdir.name
+                    if vid in self._inflight or vdir.stat().st_mtime >= older_than:
+                        continue
+                    if self.index.get(self.index.vids, vid.encode()) is None:
+                        remove_tree(vdir)
+                        removed += 1
+        if removed:
+            log.info("drive %s: removed %d orphan version directories", self.drive_id, removed)
+        return removed
+
+    def index_buckets(self) -> list[str]:
+        return [k.decode() for k, _ in self.index.items(self.index.buckets)]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.index.close()
