@@ -21,7 +21,7 @@ from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
 from node.config import NodeConfig
 from node.s3.context import S3Services
-from node.s3.router import make_handler
+from node.s3.router import add_request_id, make_handler
 from node.storage.format import open_drives
 from node.storage.local_drive import LocalDrive
 
@@ -81,12 +81,16 @@ class Node:
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
             if request.path.startswith("/health/") and request.method in ("GET", "HEAD"):
-                if "Authorization" not in request.headers and "X-Amz-Algorithm" not in request.query:
+                if (
+                    "Authorization" not in request.headers
+                    and "X-Amz-Algorithm" not in request.query
+                ):
                     return self._health(request.path)
             return await s3(request)
 
         app = web.Application(client_max_size=1 << 20)
         app.router.add_route("*", "/{tail:.*}", dispatch)
+        app.on_response_prepare.append(add_request_id)
         return app
 
     def _health(self, path: str) -> web.Response:

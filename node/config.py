@@ -123,7 +123,9 @@ def describe(exc: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-def load(file: Path | None, overrides: dict[str, object], env: dict[str, str] | None = None) -> NodeConfig:
+def load(
+    file: Path | None, overrides: dict[str, object], env: dict[str, str] | None = None
+) -> NodeConfig:
     """File, then environment, then flags (None values in overrides are ignored)."""
     env = os.environ if env is None else env
     data: dict[str, object] = {}

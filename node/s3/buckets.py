@@ -11,17 +11,22 @@ from node.s3 import xml
 from node.s3.context import S3Request
 from node.s3.errors import InvalidArgument, MalformedXML
 from node.s3.names import check_bucket_name
+from node.s3.payload import BodyDecoder
 
 MAX_XML_BODY = 1 << 20
 
 
 async def read_small_body(req: S3Request, limit: int = MAX_XML_BODY) -> bytes:
     """Reads a request body that is XML configuration, never object data: capped in size."""
+    assert req.auth is not None
+    decoder = BodyDecoder(req.auth, req.http.headers)  # verifies the payload hash/signatures
     data = bytearray()
     async for chunk in req.http.content.iter_any():
-        data += chunk
+        for piece in decoder.feed(chunk):
+            data += piece
         if len(data) > limit:
             raise MalformedXML(f"The XML body is larger than {limit} bytes.")
+    decoder.finish()
     return bytes(data)
 
 
@@ -100,7 +105,9 @@ async def list_objects(req: S3Request) -> web.Response:
         raise InvalidArgument("list-type must be 2.", ArgumentName="list-type")
     encoding = q.get("encoding-type")
     if encoding not in (None, "url"):
-        raise InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
+        raise InvalidArgument(
+            "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
+        )
     prefix, delimiter, max_keys = q.get("prefix", ""), q.get("delimiter", ""), _max_keys(req)
     if v2:
         token = q.get("continuation-token")
@@ -124,19 +131,34 @@ async def list_objects(req: S3Request) -> web.Response:
         if "start-after" in q:
             fields["StartAfter"] = q["start-after"]
         body = xml.list_objects(
-            bucket=req.bucket, prefix=prefix, delimiter=delimiter, max_keys=max_keys, objects=objects,
-            prefixes=page.prefixes, truncated=page.truncated, encode=encoding == "url",
+            bucket=req.bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            max_keys=max_keys,
+            objects=objects,
+            prefixes=page.prefixes,
+            truncated=page.truncated,
+            encode=encoding == "url",
             owner_id=req.services.owner_id if q.get("fetch-owner") == "true" else None,
-            v2_fields=fields, v1_fields=None,
+            v2_fields=fields,
+            v1_fields=None,
         )
     else:
         fields = {"Marker": q.get("marker", "")}
         if page.truncated:
             fields["NextMarker"] = page.next_marker.rstrip("\U0010ffff")
         body = xml.list_objects(
-            bucket=req.bucket, prefix=prefix, delimiter=delimiter, max_keys=max_keys, objects=objects,
-            prefixes=page.prefixes, truncated=page.truncated, encode=encoding == "url",
-            owner_id=req.services.owner_id, v2_fields=None, v1_fields=fields,
+            bucket=req.bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            max_keys=max_keys,
+            objects=objects,
+            prefixes=page.prefixes,
+            truncated=page.truncated,
+            encode=encoding == "url",
+            owner_id=req.services.owner_id,
+            v2_fields=None,
+            v1_fields=fields,
         )
     return xml_response(body)
 

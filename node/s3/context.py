@@ -37,7 +37,9 @@ class S3Request:
 
     @property
     def resource(self) -> str:
-        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}" if self.bucket else "/"
+        return (
+            f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}" if self.bucket else "/"
+        )
 
 
 def split_query(raw: str) -> list[tuple[str, str]]:

@@ -37,7 +37,13 @@ from node.s3.names import check_key
 from node.s3.payload import BodyDecoder
 from node.s3.ranges import parse_range
 
-STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
 MAX_USER_META = 2048
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",
@@ -94,6 +100,13 @@ async def put_object(req: S3Request) -> web.Response:
     if size > req.services.max_object_size:
         raise EntityTooLarge(f"Objects are limited to {req.services.max_object_size} bytes.")
     headers = {h: v for h in STORED_HEADERS if (v := req.http.headers.get(h)) is not None}
+    if "content-encoding" in headers:  # aws-chunked is transport framing, not the object's
+        codings = [c.strip() for c in headers["content-encoding"].split(",")]
+        kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
+        if kept:
+            headers["content-encoding"] = kept
+        else:
+            del headers["content-encoding"]
     put = PutRequest(
         bucket=req.bucket,
         key=req.key,
@@ -248,4 +261,3 @@ async def delete_objects(req: S3Request) -> web.Response:
             err = from_internal(exc)
             failed.append((key, err.code, err.message))
     return xml_response(xml.delete_result([] if quiet else deleted, failed))
-

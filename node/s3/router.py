@@ -26,14 +26,44 @@ Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
 # Subresources we recognise; a request naming one we do not serve gets 501, not a
 # silently wrong answer (e.g. PUT ?acl must not overwrite an object).
 BUCKET_SUBRESOURCES = (
-    "delete", "location", "versioning", "uploads", "policy", "acl", "cors", "lifecycle",
-    "tagging", "website", "logging", "notification", "replication", "encryption",
-    "object-lock", "requestPayment", "accelerate", "analytics", "inventory", "metrics",
-    "ownershipControls", "publicAccessBlock", "intelligent-tiering", "versions",
+    "delete",
+    "location",
+    "versioning",
+    "uploads",
+    "policy",
+    "acl",
+    "cors",
+    "lifecycle",
+    "tagging",
+    "website",
+    "logging",
+    "notification",
+    "replication",
+    "encryption",
+    "object-lock",
+    "requestPayment",
+    "accelerate",
+    "analytics",
+    "inventory",
+    "metrics",
+    "ownershipControls",
+    "publicAccessBlock",
+    "intelligent-tiering",
+    "versions",
 )
 OBJECT_SUBRESOURCES = (
-    "uploads", "uploadId", "partNumber", "tagging", "acl", "retention", "legal-hold",
-    "torrent", "restore", "select", "attributes", "versionId",
+    "uploads",
+    "uploadId",
+    "partNumber",
+    "tagging",
+    "acl",
+    "retention",
+    "legal-hold",
+    "torrent",
+    "restore",
+    "select",
+    "attributes",
+    "versionId",
 )
 
 SERVICE: dict[str, Handler] = {"GET": buckets.list_buckets}
@@ -86,12 +116,15 @@ def error_response(err: S3Error, method: str, resource: str, request_id: str) ->
     if method == "HEAD":
         return web.Response(status=err.status, headers=headers)
     body = xml.error(err.code, err.message, resource, request_id, err.extra)
-    return web.Response(status=err.status, body=body, content_type="application/xml", headers=headers)
+    return web.Response(
+        status=err.status, body=body, content_type="application/xml", headers=headers
+    )
 
 
 def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         request_id = new_request_id()
+        request["request_id"] = request_id  # stamped on the response by add_request_id
         raw_path, _, raw_query = request.raw_path.partition("?")
         bucket, key = split_target(raw_path)
         pairs = split_query(raw_query)
@@ -121,7 +154,14 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             if isinstance(exc, ConnectionResetError | ConnectionError):
                 raise
             response = error_response(err, request.method, req.resource, request_id)
-        response.headers["x-amz-request-id"] = request_id
         return response
 
     return handle
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: streamed responses send headers before the handler returns."""
+    request_id = request.get("request_id")
+    if request_id:
+        response.headers["x-amz-request-id"] = request_id
+        response.headers["x-amz-id-2"] = request_id

@@ -96,7 +96,8 @@ def parse_delete(body: bytes) -> tuple[list[str], bool]:
 def delete_result(deleted: list[str], failed: list[tuple[str, str, str]]) -> bytes:
     parts = [f"<Deleted>{el('Key', k)}</Deleted>" for k in deleted]
     parts += [
-        f"<Error>{el('Key', k)}{el('Code', code)}{el('Message', msg)}</Error>" for k, code, msg in failed
+        f"<Error>{el('Key', k)}{el('Code', code)}{el('Message', msg)}</Error>"
+        for k, code, msg in failed
     ]
     return document("DeleteResult", parts)
 

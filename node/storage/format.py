@@ -56,7 +56,9 @@ def _format_fresh(paths: list[Path], params: ErasureParams) -> None:
         )
     for path in paths:
         if path.exists() and not _is_empty_dir(path):
-            raise FormatError(f"{path}: not empty and not a shardfleet drive; refusing to format it")
+            raise FormatError(
+                f"{path}: not empty and not a shardfleet drive; refusing to format it"
+            )
     cluster_id = uuid.uuid4().hex
     ids = [uuid.uuid4().hex for _ in paths]
     for set_no in range(len(paths) // params.n):
@@ -102,7 +104,9 @@ def open_drives(paths: list[Path], params: ErasureParams, io_pool: Executor) -> 
             continue
         template = templates.setdefault(fmt.set, fmt)
         if not template.same_set(fmt):
-            raise FormatError(f"{path}: its format.json disagrees with the other drives of set {fmt.set}")
+            raise FormatError(
+                f"{path}: its format.json disagrees with the other drives of set {fmt.set}"
+            )
         slot = sets.setdefault(fmt.set, {})
         if fmt.position in slot:
             raise FormatError(f"{path} and {slot[fmt.position][0]} claim the same slot")
@@ -120,7 +124,9 @@ def open_drives(paths: list[Path], params: ErasureParams, io_pool: Executor) -> 
                 drives.append(drive)
             else:
                 drives.append(
-                    OfflineDrive(template.set_drives[pos], f"set {set_no} slot {pos}", "drive missing")
+                    OfflineDrive(
+                        template.set_drives[pos], f"set {set_no} slot {pos}", "drive missing"
+                    )
                 )
         opened.append(OpenedSet(set_no, drives, on_disk))
     return opened
