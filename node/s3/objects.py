@@ -12,6 +12,7 @@ import base64
 import binascii
 import calendar
 import email.utils
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -36,6 +37,8 @@ from node.s3.errors import (
 from node.s3.names import check_key
 from node.s3.payload import BodyDecoder
 from node.s3.ranges import parse_range
+
+log = logging.getLogger(__name__)
 
 STORED_HEADERS = (
     "cache-control",
@@ -224,13 +227,24 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     if meta.inline:
         data = b"".join([bytes(p) async for p in body])
         return web.Response(status=status, headers=headers, body=data)
+    # Read the first run before answering, so a read that cannot even start (quorum lost,
+    # every copy of the first stripe rotten) still gets a proper S3 error.
+    first = await anext(body, None)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = end - start
     await response.prepare(req.http)
-    # From here on errors cannot become an S3 error body: the stream is cut short instead,
-    # so the client sees a truncated body and never wrong bytes.
-    async for piece in body:
-        await response.write(piece)
+    try:
+        if first is not None:
+            await response.write(first)
+        async for piece in body:
+            await response.write(piece)
+    except Exception as exc:
+        # Headers are gone: cut the connection so the client sees a short body, never
+        # wrong bytes, and never waits for bytes that will not come.
+        log.warning("request %s: GET %s cut short: %s", req.request_id, req.resource, exc)
+        if req.http.transport is not None:
+            req.http.transport.close()
+        raise ConnectionResetError(str(exc)) from exc
     await response.write_eof()
     return response
 

@@ -404,16 +404,22 @@ def verify_request(
     for name, value in req.query:
         if name.startswith("X-Amz-") or name in ("Signature", "AWSAccessKeyId"):
             params.setdefault(name, value)
-    if authz is not None and "X-Amz-Algorithm" in params:
+    if authz is not None and ("X-Amz-Algorithm" in params or "Signature" in params):
         raise InvalidArgument(
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
             "Signature query string parameter or the Authorization header should be specified",
             ArgumentName="Authorization",
         )
+    if authz is not None and authz.lstrip().startswith("AWS "):
+        from node.s3 import sigv2  # lazy: sigv2 imports this module
+
+        return sigv2.verify_header(req, authz, lookup_secret, now=now, max_skew=max_skew)
     if authz is not None:
         return _verify_header(req, authz, lookup_secret, now, region, max_skew)
     if "X-Amz-Algorithm" in params:
         return _verify_presigned(req, params, lookup_secret, now, region, max_skew)
     if "Signature" in params or "AWSAccessKeyId" in params:
-        raise AccessDenied("Only AWS Signature Version 4 query authentication is supported.")
+        from node.s3 import sigv2
+
+        return sigv2.verify_query(req, lookup_secret, now=now)
     raise AccessDenied()

@@ -1,0 +1,102 @@
+"""SIGKILL in the middle of an overwrite: after restart the key holds the complete old or the
+complete new object, and start-up leaves no orphan shard files behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from tests.support.shards import staged_files, version_dirs
+
+OLD_SIZE = (5 << 20) + 11
+NEW_SIZE = (24 << 20) + 7
+
+
+def pattern(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def overwrite_in_background(s3, body: bytes) -> threading.Thread:
+    def run() -> None:
+        try:
+            s3.put_object(Bucket="crash", Key="victim", Body=body)
+        except Exception:
+            pass  # the server dies under it
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def check_recovered(node, old: bytes, new: bytes) -> str:
+    node.start()
+    s3 = node.client()
+    got = s3.get_object(Bucket="crash", Key="victim")["Body"].read()
+    digest = hashlib.md5(got).hexdigest()
+    assert digest in (hashlib.md5(old).hexdigest(), hashlib.md5(new).hexdigest()), (
+        f"key holds neither the old nor the new object ({len(got)} bytes)"
+    )
+
+    def clean() -> bool:
+        drives = [node.drive_path(i) for i in range(1, node.drives + 1)]
+        return all(not staged_files(d) and len(version_dirs(d, "crash")) == 1 for d in drives)
+
+    assert wait_for(clean, 10), "orphan or staged shard files remain after start-up"
+    return "new" if got == new else "old"
+
+
+def crash_once(node, when: str, seed: int) -> str:
+    s3 = node.client()
+    old = pattern(seed, OLD_SIZE)
+    new = pattern(seed + 1, NEW_SIZE)
+    s3.put_object(Bucket="crash", Key="victim", Body=old)
+    thread = overwrite_in_background(s3, new)
+    drive = node.drive_path(1)
+    if when == "staging":
+        assert wait_for(
+            lambda: any(p.is_file() and p.stat().st_size > 0 for p in staged_files(drive))
+        )
+    elif when == "commit":
+        # the moment the new version directory lands in data/ (just before the metadata commit)
+        assert wait_for(lambda: len(version_dirs(drive, "crash")) >= 2, 30)
+    else:
+        time.sleep(float(when))
+    node.kill()
+    thread.join(30)
+    return check_recovered(node, old, new)
+
+
+@pytest.fixture
+def crash_node(node_factory):
+    node = node_factory("crash")
+    node.client().create_bucket(Bucket="crash")
+    return node
+
+
+@pytest.mark.parametrize("when", ["staging", "commit"])
+def test_kill_during_overwrite(crash_node, when):
+    crash_once(crash_node, when, seed=hash(when) & 0xFFFF)
+
+
+@pytest.mark.chaos_long
+def test_kill_during_overwrite_many_times(crash_node):
+    """`make chaos`: 40 kills at random moments of the overwrite."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    outcomes = {"old": 0, "new": 0}
+    for i in range(40):
+        outcomes[crash_once(crash_node, f"{rng.uniform(0.02, 0.6):.3f}", seed=i * 2)] += 1
+    assert sum(outcomes.values()) == 40

@@ -1,0 +1,33 @@
+"""Fault injection on real drives: find, corrupt and remove shard files (Tahoe's GridTestMixin)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def version_dirs(drive: Path, bucket: str) -> list[Path]:
+    base = drive / "data" / bucket
+    return sorted(p for fan in base.iterdir() for p in fan.iterdir()) if base.exists() else []
+
+
+def shard_files(drive: Path, bucket: str) -> list[Path]:
+    return [p / "part.1" for p in version_dirs(drive, bucket) if (p / "part.1").exists()]
+
+
+def flip_bytes(path: Path, offsets: list[int]) -> None:
+    with open(path, "r+b") as f:
+        for off in offsets:
+            f.seek(off)
+            byte = f.read(1)
+            f.seek(off)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def remove_drive(drive: Path) -> None:
+    shutil.rmtree(drive)
+
+
+def staged_files(drive: Path) -> list[Path]:
+    tmp = drive / "tmp"
+    return list(tmp.rglob("*")) if tmp.exists() else []
