@@ -15,6 +15,8 @@ class Timeouts:
 
     meta: float = 10.0  # metadata reads, commits, deletes
     shard: float = 60.0  # one shard read or write call (at most a few MiB)
+    meta_grace: float = 3.0  # once a quorum answered, how long the rest may still take
+    shard_grace: float = 10.0
 
 
 @dataclass(slots=True)

@@ -43,6 +43,8 @@ async def list_objects(
         results, errors = await fan_out(
             [(lambda d=d, m=marker: d.scan(bucket, prefix, m, batch)) for d in eset.drives],
             timeout=eset.timeouts.meta,
+            need=eset.write_quorum,
+            grace=eset.timeouts.meta_grace,
         )
         if sum(isinstance(e, VolumeNotFound) for e in errors.values()) >= k:
             raise NoSuchBucket()

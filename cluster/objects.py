@@ -72,6 +72,8 @@ class ObjectLayer:
             ok, errors = await fan_out(
                 [(lambda d=d: d.make_bucket(bucket, created)) for d in eset.drives],
                 timeout=eset.timeouts.meta,
+                need=eset.write_quorum,
+                grace=eset.timeouts.meta_grace,
             )
             exists = sum(isinstance(e, VolumeExists) for e in errors.values())
             if len(ok) + exists < eset.write_quorum:
@@ -84,7 +86,10 @@ class ObjectLayer:
     async def bucket_exists(self, bucket: str) -> bool:
         eset = self.sets[0]
         ok, errors = await fan_out(
-            [(lambda d=d: d.bucket_exists(bucket)) for d in eset.drives], timeout=eset.timeouts.meta
+            [(lambda d=d: d.bucket_exists(bucket)) for d in eset.drives],
+            timeout=eset.timeouts.meta,
+            need=eset.write_quorum,
+            grace=eset.timeouts.meta_grace,
         )
         yes = sum(ok.values())
         if yes >= eset.read_quorum:
@@ -100,7 +105,10 @@ class ObjectLayer:
     async def list_buckets(self) -> dict[str, int]:
         eset = self.sets[0]
         ok, errors = await fan_out(
-            [d.list_buckets for d in eset.drives], timeout=eset.timeouts.meta
+            [d.list_buckets for d in eset.drives],
+            timeout=eset.timeouts.meta,
+            need=eset.write_quorum,
+            grace=eset.timeouts.meta_grace,
         )
         if len(ok) < eset.read_quorum:
             raise ReadQuorumLost(
@@ -127,6 +135,8 @@ class ObjectLayer:
             ok, errors = await fan_out(
                 [(lambda d=d: d.delete_bucket(bucket, force=True)) for d in eset.drives],
                 timeout=eset.timeouts.meta,
+                need=eset.write_quorum,
+                grace=eset.timeouts.meta_grace,
             )
             gone = sum(isinstance(e, VolumeNotFound) for e in errors.values())
             if len(ok) + gone < eset.write_quorum:
@@ -156,7 +166,10 @@ class ObjectLayer:
         """Idempotent: deleting a missing key succeeds, as in S3."""
         eset = self.set_for(bucket, key)
         ok, errors = await fan_out(
-            [(lambda d=d: d.delete(bucket, key)) for d in eset.drives], timeout=eset.timeouts.meta
+            [(lambda d=d: d.delete(bucket, key)) for d in eset.drives],
+            timeout=eset.timeouts.meta,
+            need=eset.write_quorum,
+            grace=eset.timeouts.meta_grace,
         )
         no_bucket = sum(isinstance(e, VolumeNotFound) for e in errors.values())
         if no_bucket >= eset.read_quorum:

@@ -232,7 +232,10 @@ class Putter:
             (lambda w=w, c=framed[meta.dist[i]]: w.write(c)) if w is not None else None
             for i, w in self._slots(writers)
         ]
-        _, failed = await fan_out(calls, timeout=self.eset.timeouts.shard)
+        t = self.eset.timeouts
+        _, failed = await fan_out(
+            calls, timeout=t.shard, need=self.eset.write_quorum, grace=t.shard_grace
+        )
         for i, exc in failed.items():
             errors[i] = exc
             writer = writers.pop(i)
@@ -275,7 +278,10 @@ class Putter:
             else None
             for i in range(len(drives))
         ]
-        done, errors = await fan_out(calls, timeout=self.eset.timeouts.meta)
+        t = self.eset.timeouts
+        done, errors = await fan_out(
+            calls, timeout=t.meta, need=self.eset.write_quorum, grace=t.meta_grace
+        )
         if len(done) >= self.eset.write_quorum:
             missed = [i for i in range(len(drives)) if i not in done]
             if missed:

@@ -22,17 +22,45 @@ class CallTimeout(Exception):
     pass
 
 
+_stragglers: set[asyncio.Future[object]] = set()
+
+
 async def fan_out(
-    calls: Sequence[Callable[[], Awaitable[T]] | None], *, timeout: float
+    calls: Sequence[Callable[[], Awaitable[T]] | None],
+    *,
+    timeout: float,
+    need: int | None = None,
+    grace: float = 0.0,
 ) -> tuple[dict[int, T], dict[int, BaseException]]:
-    """Runs calls[i]() for every non-None entry; returns ({i: result}, {i: error})."""
+    """Runs calls[i]() for every non-None entry; returns ({i: result}, {i: error}).
+
+    With `need`, once that many calls succeeded the stragglers get `grace` more seconds
+    and are then cancelled: a dead peer costs the grace period, not the full timeout.
+    """
     tasks = {i: asyncio.ensure_future(call()) for i, call in enumerate(calls) if call is not None}
     results: dict[int, T] = {}
     errors: dict[int, BaseException] = {}
     if not tasks:
         return results, errors
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = set(tasks.values())
     try:
-        await asyncio.wait(tasks.values(), timeout=timeout)
+        while pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if need is not None and pending:
+                ok = sum(
+                    1
+                    for t in tasks.values()
+                    if t.done() and not t.cancelled() and t.exception() is None
+                )
+                if ok >= need:
+                    deadline = min(deadline, loop.time() + grace)
     except asyncio.CancelledError:
         for task in tasks.values():
             task.cancel()
@@ -40,6 +68,8 @@ async def fan_out(
     for i, task in tasks.items():
         if not task.done():
             task.cancel()
+            _stragglers.add(task)  # keep a reference until its cancellation has run
+            task.add_done_callback(_stragglers.discard)
             errors[i] = CallTimeout(f"no answer within {timeout:.0f}s")
         elif task.cancelled():
             errors[i] = CallTimeout("cancelled")

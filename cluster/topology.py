@@ -43,3 +43,88 @@ class DriveFormat:
             and self.ec == other.ec
             and self.stripe_size == other.stripe_size
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One node of a pool: where it answers and which drives it has."""
+
+    id: str
+    s3: str  # host:port of its S3 endpoint
+    rpc: str  # host:port of its QUIC endpoint
+    drives: tuple[str, ...]
+
+    @property
+    def rpc_host(self) -> str:
+        return self.rpc.rpartition(":")[0].strip("[]")
+
+    @property
+    def rpc_port(self) -> int:
+        return int(self.rpc.rpartition(":")[2])
+
+
+@dataclass(frozen=True, slots=True)
+class SetSlot:
+    node: str
+    drive: str  # path on that node
+
+
+def form_sets(nodes: list[NodeSpec], n: int) -> list[list[SetSlot]]:
+    """Groups a pool's drives into sets of n, interleaved across nodes for fault isolation.
+
+    Drives are taken round-robin over nodes (first drive of every node, then every second
+    drive, ...), so consecutive slots of a set sit on different nodes whenever there are
+    enough nodes. Formed once, at cluster init; recorded in every drive's format.json.
+
+    >>> a = NodeSpec("a", "", "", ("/d1", "/d2"))
+    >>> b = NodeSpec("b", "", "", ("/d1", "/d2"))
+    >>> [[(s.node, s.drive) for s in st] for st in form_sets([a, b], 2)]
+    [[('a', '/d1'), ('b', '/d1')], [('a', '/d2'), ('b', '/d2')]]
+    """
+    order: list[SetSlot] = []
+    depth = max((len(node.drives) for node in nodes), default=0)
+    for i in range(depth):
+        order += [SetSlot(node.id, node.drives[i]) for node in nodes if i < len(node.drives)]
+    if not order or len(order) % n:
+        raise ValueError(f"{len(order)} drives cannot form sets of {n}: give a multiple of {n}")
+    return [order[i : i + n] for i in range(0, len(order), n)]
+
+
+def shards_per_node(sets: list[list[SetSlot]]) -> int:
+    """The most shards of one set that a single node holds (the blast radius of a node)."""
+    worst = 0
+    for slots in sets:
+        counts: dict[str, int] = {}
+        for slot in slots:
+            counts[slot.node] = counts.get(slot.node, 0) + 1
+        worst = max(worst, *counts.values())
+    return worst
+
+
+def pool_formats(
+    cluster_id: str, pool: int, nodes: list[NodeSpec], ec: str, stripe_size: int, n: int
+) -> dict[tuple[str, str], DriveFormat]:
+    """The format record of every drive of a pool, derived only from the cluster file, so
+    every node computes the same layout without talking to the others."""
+    sets = form_sets(nodes, n)
+    out: dict[tuple[str, str], DriveFormat] = {}
+    for set_no, slots in enumerate(sets):
+        ids = [drive_id(cluster_id, pool, s.node, s.drive) for s in slots]
+        for pos, slot in enumerate(slots):
+            out[(slot.node, slot.drive)] = DriveFormat(
+                cluster_id=cluster_id,
+                drive_id=ids[pos],
+                pool=pool,
+                set=set_no,
+                position=pos,
+                ec=ec,
+                stripe_size=stripe_size,
+                set_drives=ids,
+            )
+    return out
+
+
+def drive_id(cluster_id: str, pool: int, node: str, path: str) -> str:
+    import uuid
+
+    return uuid.uuid5(uuid.UUID(cluster_id), f"{pool}/{node}/{path}").hex
