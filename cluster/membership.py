@@ -1,0 +1,177 @@
+"""Membership: who is alive, by heartbeats over the transport.
+
+`MembershipView` is the sans-IO core: it is told when a peer answered or failed and what
+time it is, and decides each peer's state:
+
+    alive    answered within `suspect_after`
+    suspect  silent (or a call just failed) for less than `offline_after`, or silent for
+             longer while this node cannot see a majority
+    offline  silent for `offline_after` or more, decided only while this node sees a
+             majority of the cluster (itself included)
+
+A node that does not see a majority refuses writes (503): it may be the one cut off, and
+it cannot make a write durable where the rest of the cluster would find it.
+`Heartbeat` is the thin asyncio loop that pings every peer each `interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+class PeerState(enum.StrEnum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipConfig:
+    interval: float = 5.0  # seconds between heartbeats to each peer
+    offline_after: float = 30.0  # silence after which a peer is offline (with a majority)
+    ping_timeout: float = 2.0
+
+    @property
+    def suspect_after(self) -> float:
+        return 2 * self.interval + self.ping_timeout
+
+
+@dataclass(slots=True)
+class _Peer:
+    last_seen: float | None = None
+    failed: bool = True  # no answer yet: not alive until it has answered once
+    state: PeerState = PeerState.SUSPECT
+
+
+class MembershipView:
+    def __init__(
+        self, self_id: str, peers: list[str], config: MembershipConfig, now: float
+    ) -> None:
+        self.self_id = self_id
+        self.config = config
+        self._started = now
+        self._peers = {p: _Peer() for p in peers if p != self_id}
+
+    @property
+    def peers(self) -> list[str]:
+        return sorted(self._peers)
+
+    def heard_from(self, peer: str, now: float) -> None:
+        p = self._peers.get(peer)
+        if p is not None:
+            p.last_seen = now
+            p.failed = False
+
+    def call_failed(self, peer: str) -> None:
+        p = self._peers.get(peer)
+        if p is not None:
+            p.failed = True
+
+    def has_majority(self, now: float) -> bool:
+        alive = 1 + sum(self._raw_alive(p, now) for p in self._peers.values())
+        return alive * 2 > len(self._peers) + 1
+
+    def _raw_alive(self, p: _Peer, now: float) -> bool:
+        return (
+            not p.failed
+            and p.last_seen is not None
+            and now - p.last_seen <= self.config.suspect_after
+        )
+
+    def tick(self, now: float) -> list[tuple[str, PeerState, PeerState]]:
+        """Recomputes every state; returns the transitions (peer, old, new)."""
+        majority = self.has_majority(now)
+        changes = []
+        for name, p in self._peers.items():
+            since = p.last_seen if p.last_seen is not None else self._started
+            if self._raw_alive(p, now):
+                new = PeerState.ALIVE
+            elif majority and now - since >= self.config.offline_after:
+                new = PeerState.OFFLINE
+            elif p.state is PeerState.OFFLINE and majority:
+                new = PeerState.OFFLINE
+            else:
+                new = PeerState.SUSPECT
+            if new is not p.state:
+                changes.append((name, p.state, new))
+                p.state = new
+        return changes
+
+    def state(self, peer: str) -> PeerState:
+        if peer == self.self_id:
+            return PeerState.ALIVE
+        p = self._peers.get(peer)
+        return p.state if p is not None else PeerState.OFFLINE
+
+    def is_alive(self, peer: str) -> bool:
+        return self.state(peer) is PeerState.ALIVE
+
+    def snapshot(self, now: float) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = [{"node": self.self_id, "state": "alive", "self": True}]
+        for name in self.peers:
+            p = self._peers[name]
+            rows.append(
+                {
+                    "node": name,
+                    "state": str(p.state),
+                    "last_seen_s": None if p.last_seen is None else round(now - p.last_seen, 3),
+                }
+            )
+        return rows
+
+
+Ping = Callable[[str, float], Awaitable[None]]
+
+
+class Heartbeat:
+    """Pings every peer each interval and feeds the view; runs until stopped."""
+
+    def __init__(
+        self, view: MembershipView, ping: Ping, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.view = view
+        self._ping = ping
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+
+    async def _one(self, peer: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self._ping(peer, self.view.config.ping_timeout), self.view.config.ping_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.view.call_failed(peer)
+        else:
+            self.view.heard_from(peer, self._clock())
+
+    async def round(self) -> None:
+        await asyncio.gather(*(self._one(p) for p in self.view.peers))
+        for peer, old, new in self.view.tick(self._clock()):
+            log.warning("node %s: %s -> %s", peer, old, new)
+        self.rounds += 1
+
+    async def run(self) -> None:
+        while True:
+            started = self._clock()
+            await self.round()
+            await asyncio.sleep(max(0.0, self.view.config.interval - (self._clock() - started)))
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

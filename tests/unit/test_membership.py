@@ -1,0 +1,56 @@
+"""The membership state machine with a hand-driven clock."""
+
+from cluster.membership import MembershipConfig, MembershipView, PeerState
+
+CFG = MembershipConfig(interval=1.0, offline_after=10.0, ping_timeout=0.5)
+
+
+def view(n: int = 5) -> MembershipView:
+    return MembershipView("n0", [f"n{i}" for i in range(n)], CFG, now=0.0)
+
+
+def test_peers_start_suspect_until_they_answer():
+    v = view(3)
+    v.tick(0.0)
+    assert v.state("n1") is PeerState.SUSPECT and v.state("n0") is PeerState.ALIVE
+    v.heard_from("n1", 0.1)
+    v.tick(0.2)
+    assert v.is_alive("n1") and not v.is_alive("n2")
+
+
+def test_silence_leads_to_suspect_then_offline_with_majority():
+    v = view(5)
+    for t in range(0, 30):
+        for p in ("n1", "n2", "n3"):
+            v.heard_from(p, float(t))
+        v.heard_from("n4", min(float(t), 2.0))
+        v.tick(float(t))
+        if t == 5:
+            assert v.state("n4") is PeerState.SUSPECT
+    assert v.state("n4") is PeerState.OFFLINE
+    assert v.has_majority(29.0)
+
+
+def test_failed_call_is_suspect_at_once():
+    v = view(3)
+    v.heard_from("n1", 0.0)
+    v.heard_from("n2", 0.0)
+    v.tick(0.0)
+    v.call_failed("n1")
+    assert ("n1", PeerState.ALIVE, PeerState.SUSPECT) in v.tick(0.1)
+
+
+def test_minority_never_marks_offline_and_reports_no_majority():
+    v = view(5)
+    v.heard_from("n1", 0.0)
+    for t in range(0, 60):
+        v.tick(float(t))
+    assert not v.has_majority(59.0)
+    assert all(v.state(f"n{i}") is PeerState.SUSPECT for i in range(1, 5))
+
+
+def test_two_node_cluster_needs_both():
+    v = MembershipView("a", ["a", "b"], CFG, now=0.0)
+    assert not v.has_majority(0.0)
+    v.heard_from("b", 0.0)
+    assert v.has_majority(0.5)
