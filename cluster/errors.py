@@ -45,3 +45,7 @@ class ReadQuorumLost(QuorumLost):
 
 class WriteQuorumLost(QuorumLost):
     pass
+
+
+class ClusterPartitioned(ObjectError):
+    pass

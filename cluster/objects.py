@@ -16,6 +16,7 @@ from cluster.erasure_set import ErasureSet
 from cluster.errors import (
     BucketExists,
     BucketNotEmpty,
+    ClusterPartitioned,
     NoSuchBucket,
     ReadQuorumLost,
     WriteQuorumLost,
@@ -48,6 +49,7 @@ class ObjectLayer:
         clock: HybridClock | None = None,
         on_partial: Hook | None = None,
         on_degraded: Hook | None = None,
+        write_gate: Callable[[], bool] | None = None,
     ) -> None:
         if not sets:
             raise ValueError("an object layer needs at least one erasure set")
@@ -56,6 +58,13 @@ class ObjectLayer:
         self.clock = clock or HybridClock()
         self._on_partial = on_partial or _log_hook("write missed drives")
         self._on_degraded = on_degraded or _log_hook("degraded read")
+        self._write_gate = write_gate
+
+    def _check_writable(self) -> None:
+        """A node cut off from the cluster's majority must not accept writes it cannot make
+        durable where the rest of the cluster will look for them."""
+        if self._write_gate is not None and not self._write_gate():
+            raise ClusterPartitioned("this node cannot see a majority of the cluster")
 
     # -- placement ----------------------------------------------------------------------
     def set_for(self, bucket: str, key: str) -> ErasureSet:
@@ -67,6 +76,7 @@ class ObjectLayer:
 
     # -- buckets ------------------------------------------------------------------------
     async def make_bucket(self, bucket: str) -> None:
+        self._check_writable()
         created = self.clock.now()
         for eset in self.sets:
             ok, errors = await fan_out(
@@ -125,6 +135,7 @@ class ObjectLayer:
         }
 
     async def delete_bucket(self, bucket: str) -> None:
+        self._check_writable()
         for eset in self.sets:
             page = await list_objects(
                 eset, bucket, prefix="", delimiter="", start_after="", max_keys=1
@@ -148,6 +159,7 @@ class ObjectLayer:
 
     # -- objects ------------------------------------------------------------------------
     async def put_object(self, req: PutRequest, body: Body) -> ObjectMeta:
+        self._check_writable()
         eset = self.set_for(req.bucket, req.key)
         return await Putter(eset, self.clock, self._on_partial).put(req, body)
 
@@ -164,6 +176,7 @@ class ObjectLayer:
 
     async def delete_object(self, bucket: str, key: str) -> None:
         """Idempotent: deleting a missing key succeeds, as in S3."""
+        self._check_writable()
         eset = self.set_for(bucket, key)
         ok, errors = await fan_out(
             [(lambda d=d: d.delete(bucket, key)) for d in eset.drives],

@@ -14,12 +14,17 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
 from node.config import NodeConfig
+
+if TYPE_CHECKING:
+    from node.clusterwire import ClusterRuntime
+from node.admin import ADMIN_PREFIX, admin_api
 from node.s3.context import S3Services
 from node.s3.router import add_request_id, make_handler
 from node.storage.format import open_drives
@@ -37,13 +42,24 @@ class Node:
             max_workers=max(16, 8 * len(config.drives)), thread_name_prefix="io"
         )
         self.layer: ObjectLayer | None = None
+        self.cluster: ClusterRuntime | None = None
         self.runner: web.AppRunner | None = None
         self.endpoint = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
     # -- wiring -------------------------------------------------------------------------
+    def _open_cluster(self) -> ObjectLayer:
+        from node import clusterwire
+
+        self.cluster = clusterwire.build(self.config, self.io_pool)
+        for warning in self.cluster.warnings:
+            log.warning("topology: %s", warning)
+        return ObjectLayer(self.cluster.sets, write_gate=self.cluster.has_majority)
+
     def _open(self) -> ObjectLayer:
+        if self.config.cluster is not None:
+            return self._open_cluster()
         opened = open_drives(self.config.drives, self.config.params, self.io_pool)
         cluster_id = next(
             d.format.cluster_id for s in opened for d in s.drives if isinstance(d, LocalDrive)
@@ -80,6 +96,8 @@ class Node:
         s3 = make_handler(services)
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
+            if request.path.startswith(ADMIN_PREFIX):
+                return await admin_api(self, request)
             if request.path.startswith("/health/") and request.method in ("GET", "HEAD"):
                 if (
                     "Authorization" not in request.headers
@@ -98,8 +116,10 @@ class Node:
             return web.json_response({"status": "live"})
         if path == "/health/ready":
             assert self.layer is not None
-            ready = not self._stopping.is_set() and all(
-                len(s.online_positions()) >= s.write_quorum for s in self.layer.sets
+            ready = (
+                not self._stopping.is_set()
+                and all(len(s.online_positions()) >= s.write_quorum for s in self.layer.sets)
+                and (self.cluster is None or self.cluster.has_majority())
             )
             body = {
                 "status": "ready" if ready else "not ready",
@@ -115,6 +135,10 @@ class Node:
     async def start(self) -> str:
         started = time.time()
         self.layer = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._open)
+        if self.cluster is not None:
+            await self.cluster.endpoint.start()
+            await self.cluster.heartbeat.round()  # learn who is up before serving
+            self.cluster.heartbeat.start()
         self.runner = web.AppRunner(
             self.build_app(),
             access_log=None,
@@ -159,6 +183,9 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.heartbeat.stop()
+            await self.cluster.endpoint.close()
         if self.layer is not None:
             for drive in self.local_drives():
                 drive.close()

@@ -26,8 +26,78 @@ class ConfigError(Exception):
     """A configuration that cannot work; the message names the field."""
 
 
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9000")
+    return value
+
+
+class ClusterNode(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    """Node name; also the name in its TLS certificate."""
+    s3: str
+    """HOST:PORT where this node serves S3 (what clients and the dev cluster print)."""
+    rpc: str
+    """HOST:PORT of its QUIC endpoint (drive RPC, heartbeats)."""
+    drives: list[str] = Field(min_length=1)
+
+    @field_validator("s3", "rpc")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        return _check_hostport(value)
+
+
+class TlsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca: Path
+    """The cluster CA certificate (shardfleet certs init)."""
+    cert: Path
+    """This node's certificate; "{node}" in the path is replaced by the node id."""
+    key: Path
+
+    def for_node(self, node: str) -> TlsConfig:
+        sub = {k: Path(str(v).replace("{node}", node)) for k, v in self.model_dump().items()}
+        return TlsConfig(**sub)
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    nodes: list[ClusterNode] = Field(min_length=1)
+    """The first pool: its drives are grouped into erasure sets once, at cluster init."""
+    tls: TlsConfig
+    heartbeat_interval: float = Field(default=5.0, gt=0, le=300)
+    offline_after: float = Field(default=30.0, gt=0, le=3600)
+    max_datagram_size: int | None = Field(default=None, ge=1200, le=65527)
+    """QUIC datagram size; default: the largest loopback allows. 1452 on a 1500-MTU LAN,
+    8952 on a 9000-MTU (jumbo frame) LAN."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> ClusterConfig:
+        for what in ("id", "s3", "rpc"):
+            values = [getattr(n, what) for n in self.nodes]
+            if len(set(values)) != len(values):
+                raise ValueError(f"two nodes share the same {what}")
+        return self
+
+    def node(self, node_id: str) -> ClusterNode:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str | None = None
+    """In a cluster: which [[cluster.nodes]] entry this process is."""
+    cluster: ClusterConfig | None = None
 
     address: str = "127.0.0.1:9000"
     """host:port of the S3 endpoint (port 0 picks a free one and prints it)."""
@@ -55,17 +125,33 @@ class NodeConfig(BaseModel):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9000")
-        return value
+        return _check_hostport(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_cluster(cls, data: object) -> object:
+        """In a cluster, the node's drives and S3 address come from its cluster entry."""
+        if isinstance(data, dict) and data.get("cluster") and data.get("node"):
+            cluster = ClusterConfig.model_validate(data["cluster"])
+            try:
+                entry = cluster.node(str(data["node"]))
+            except KeyError:
+                raise ValueError(
+                    f"node {data['node']!r} is not in the cluster's node list"
+                ) from None
+            data = {**data, "cluster": cluster}
+            data.setdefault("drives", entry.drives)
+            data.setdefault("address", entry.s3)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
         params = self.params
+        if (self.cluster is None) != (self.node is None):
+            raise ValueError("a cluster node needs both the cluster section and --node")
         if not self.drives:
             raise ValueError("no drives given: use --data DIR --drives N or --drive PATH")
-        if len(self.drives) % params.n:
+        if self.cluster is None and len(self.drives) % params.n:
             raise ValueError(
                 f"{len(self.drives)} drives do not divide into sets of {params.n} ({params})"
             )

@@ -25,6 +25,39 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-quorum", type=int, help="drives that must commit a write")
     p.add_argument("--region", help="SigV4 region (default us-east-1)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--node", help="in a cluster: which node of the config file this is")
+
+
+def _cluster_args(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dev-cluster", help="run N node processes on this host")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--drives-per-node", type=int, default=2)
+    p.add_argument("--ec", default="2+2")
+    p.add_argument("--data", type=Path, default=Path(".data/dev-cluster"))
+    p.add_argument(
+        "--base-port", type=int, default=9000, help="node i serves S3 on BASE+i, QUIC on BASE+100+i"
+    )
+    p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+
+    certs = sub.add_parser("certs", help="cluster CA and node certificates")
+    csub = certs.add_subparsers(dest="certs_command", required=True)
+    init = csub.add_parser("init", help="create the cluster CA")
+    init.add_argument("--dir", type=Path, default=Path("certs"))
+    init.add_argument("--name", default="shardfleet")
+    issue = csub.add_parser("issue", help="issue a node certificate")
+    issue.add_argument("node")
+    issue.add_argument("--dir", type=Path, default=Path("certs"), help="where the CA is")
+    issue.add_argument(
+        "--host", action="append", default=[], help="IP or DNS name of the node (repeatable)"
+    )
+    issue.add_argument("--out", type=Path, help="output directory (default: DIR)")
+
+    admin = sub.add_parser("admin", help="administer a running node or cluster")
+    asub = admin.add_subparsers(dest="admin_command", required=True)
+    st = asub.add_parser("status", help="nodes, states, drives and sets")
+    st.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--region", default="us-east-1")
 
 
 def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
@@ -50,6 +83,7 @@ def serve(args: argparse.Namespace) -> int:
                 "write_quorum": args.write_quorum,
                 "region": args.region,
                 "log_level": args.log_level,
+                "node": args.node,
             },
         )
     except ConfigError as exc:
@@ -92,15 +126,63 @@ async def _run(config: NodeConfig) -> int:
     return 0
 
 
+def certs(args: argparse.Namespace) -> int:
+    from transport.tls import create_ca, issue_node_cert
+
+    try:
+        if args.certs_command == "init":
+            files = create_ca(args.dir, args.name)
+            print(f"cluster CA written: {files}")
+        else:
+            hosts = args.host or ["127.0.0.1"]
+            files = issue_node_cert(args.dir, args.node, hosts, args.out or args.dir)
+            print(f"certificate for {args.node}: {files.cert} (key {files.key})")
+    except (OSError, ValueError) as exc:
+        print(f"shardfleet certs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def admin(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from node.admin import fetch_status, render_status
+    from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY
+
+    ak = os.environ.get(ENV_ACCESS_KEY, DEV_ACCESS_KEY)
+    sk = os.environ.get(ENV_SECRET_KEY, DEV_SECRET_KEY)
+    status = fetch_status(args.endpoint, ak, sk, args.region)
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return 0
+
+
+def dev_cluster(args: argparse.Namespace) -> int:
+    from node.devcluster import DevClusterSpec, run
+
+    spec = DevClusterSpec(
+        nodes=args.nodes,
+        drives_per_node=args.drives_per_node,
+        ec=args.ec,
+        data=args.data,
+        base_port=args.base_port,
+        heartbeat=args.heartbeat,
+    )
+    try:
+        return run(spec)
+    except (ValueError, RuntimeError, TimeoutError) as exc:
+        print(f"shardfleet dev-cluster: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shardfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub)
+    _cluster_args(sub)
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    commands = {"serve": serve, "certs": certs, "admin": admin, "dev-cluster": dev_cluster}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,10 @@ def from_internal(exc: BaseException) -> S3Error:
         return ServiceUnavailable(
             f"Not enough drives available: need {exc.need} of {exc.total}, {exc.got} answered."
         )
+    if isinstance(exc, objerr.ClusterPartitioned):
+        return ServiceUnavailable(
+            "This node cannot see a majority of the cluster and refuses writes; try another node."
+        )
     if isinstance(exc, DigestMismatch):
         return BadDigest()
     return InternalError()

@@ -157,3 +157,36 @@ def _adopt_replacements(
             )
             atomic_write(path, FORMAT_FILE, [fmt.to_json().encode()])
             sets[set_no][pos] = (path, fmt)
+
+
+def open_assigned(
+    expected: dict[Path, DriveFormat], io_pool: Executor
+) -> dict[Path, Drive]:
+    """Opens this node's drives of a cluster whose layout comes from the cluster file.
+
+    Every drive must carry exactly the format record the layout gives it; an unformatted
+    drive (on first start, or an empty replacement) is formatted into its slot, a missing
+    directory is an offline slot, and any disagreement stops the node.
+    """
+    first_start = not any(_read_format(p) for p in expected if p.is_dir())
+    opened: dict[Path, Drive] = {}
+    for path, want in expected.items():
+        if first_start:
+            path.mkdir(parents=True, exist_ok=True)
+        fmt = _read_format(path) if path.is_dir() else None
+        if fmt is None and path.is_dir() and _is_empty_dir(path):
+            atomic_write(path, FORMAT_FILE, [want.to_json().encode()])
+            fmt = want
+        if fmt is None:
+            opened[path] = OfflineDrive(want.drive_id, str(path), "drive missing or not formatted")
+            continue
+        if fmt != want:
+            raise FormatError(
+                f"{path}: its format.json (cluster {fmt.cluster_id}, pool {fmt.pool}, set "
+                f"{fmt.set}, position {fmt.position}) disagrees with the cluster file (cluster "
+                f"{want.cluster_id}, pool {want.pool}, set {want.set}, position {want.position})"
+            )
+        drive = LocalDrive(path, fmt, io_pool)
+        drive.reconcile_startup()
+        opened[path] = drive
+    return opened

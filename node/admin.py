@@ -1,0 +1,125 @@
+"""The admin API (`/_shardfleet/admin/...`, root credentials, SigV4) and its CLI client.
+
+The path prefix cannot collide with S3: '_' is not allowed in bucket names.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from node.s3.context import split_query
+from node.s3.errors import AccessDenied, S3Error, from_internal
+from node.s3.router import error_response, new_request_id
+from node.s3.sigv4 import RequestView, verify_request
+
+if TYPE_CHECKING:
+    from node.app import Node
+
+ADMIN_PREFIX = "/_shardfleet/admin/"
+
+
+async def status(node: Node) -> dict[str, Any]:
+    assert node.layer is not None
+    now = time.monotonic()
+    cluster = node.cluster
+    pools: dict[int, list[dict[str, Any]]] = {}
+    for eset in node.layer.sets:
+        drives = []
+        for pos, drive in enumerate(eset.drives):
+            row: dict[str, Any] = {
+                "position": pos,
+                "drive_id": drive.drive_id,
+                "endpoint": drive.endpoint,
+                "online": drive.online,
+                "local": drive.is_local,
+            }
+            if drive.is_local and drive.online:
+                info = await drive.info()
+                row.update(total=info.total, free=info.free, errors=info.errors)
+            drives.append(row)
+        pools.setdefault(eset.pool, []).append(
+            {
+                "set": eset.index,
+                "ec": str(eset.params),
+                "write_quorum": eset.write_quorum,
+                "online": len(eset.online_positions()),
+                "drives": drives,
+            }
+        )
+    return {
+        "node": node.config.node or "standalone",
+        "cluster_id": node.layer.cluster_id,
+        "majority": cluster.has_majority() if cluster else True,
+        "nodes": cluster.view.snapshot(now)
+        if cluster
+        else [{"node": "standalone", "state": "alive", "self": True}],
+        "pools": [{"pool": p, "sets": sets} for p, sets in sorted(pools.items())],
+    }
+
+
+async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
+    request_id = new_request_id()
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    try:
+        view = RequestView(request.method, raw_path, split_query(raw_query), request.headers)
+        auth = verify_request(view, node._lookup_secret, now=time.time(), region=node.config.region)
+        if auth.access_key != node.config.credentials[0]:
+            raise AccessDenied("The admin API needs the root credentials.")
+        what = request.path[len(ADMIN_PREFIX) :]
+        if request.method == "GET" and what == "status":
+            return web.json_response(await status(node), headers={"x-amz-request-id": request_id})
+        return web.json_response({"error": f"no admin call {request.method} {what}"}, status=404)
+    except Exception as exc:
+        err: S3Error = from_internal(exc)
+        return error_response(err, request.method, request.path, request_id)
+
+
+# -- CLI client ---------------------------------------------------------------------------
+def fetch_status(
+    endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
+) -> dict[str, Any]:
+    from node.s3.signer import sign
+
+    url = endpoint.rstrip("/") + ADMIN_PREFIX + "status"
+    req = urllib.request.Request(
+        url, headers=sign("GET", url, access_key, secret_key, region=region)
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(
+            f"shardfleet admin: {endpoint} answered {exc.code}: {exc.read().decode(errors='replace')[:500]}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+
+
+def render_status(st: dict[str, Any]) -> str:
+    lines = [
+        f"node {st['node']}  cluster {st['cluster_id']}  majority: {'yes' if st['majority'] else 'NO'}",
+        "",
+        "nodes:",
+    ]
+    for n in st["nodes"]:
+        seen = n.get("last_seen_s")
+        lines.append(
+            f"  {n['node']:<16} {n['state']:<8}"
+            + (f" last seen {seen}s ago" if seen is not None else "")
+        )
+    for pool in st["pools"]:
+        for s in pool["sets"]:
+            lines.append("")
+            lines.append(
+                f"pool {pool['pool']} set {s['set']}: {s['ec']}, {s['online']}/{len(s['drives'])} drives online, write quorum {s['write_quorum']}"
+            )
+            for d in s["drives"]:
+                state = "online" if d["online"] else "OFFLINE"
+                lines.append(f"  [{d['position']}] {state:<8} {d['endpoint']}")
+    return "\n".join(lines)

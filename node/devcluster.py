@@ -1,0 +1,209 @@
+"""`shardfleet dev-cluster`: N node processes on one host, for development and tests.
+
+Makes a cluster CA and one certificate per node (once, under DATA/certs), writes
+DATA/cluster.toml, starts every node as its own process (node i serves S3 on
+BASE_PORT + i and QUIC on BASE_PORT + 100 + i), prints the endpoints and credentials, and
+stops them all on Ctrl-C or SIGTERM. The default topology, 4 nodes x 2 drives as 2+2,
+keeps both reads and writes going with any one node down: each set has one shard per
+node, so a lost node costs a set one shard and the write quorum (k+1 = 3) still holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from erasure import ErasureParams
+
+
+@dataclass(frozen=True, slots=True)
+class DevClusterSpec:
+    nodes: int = 4
+    drives_per_node: int = 2
+    ec: str = "2+2"
+    data: Path = Path(".data/dev-cluster")
+    base_port: int = 9000
+    host: str = "127.0.0.1"
+    heartbeat: float = 1.0
+    offline_after: float = 10.0
+
+    def node_id(self, i: int) -> str:
+        return f"node{i}"
+
+
+def write_cluster_files(spec: DevClusterSpec) -> Path:
+    """CA, node certificates and cluster.toml under spec.data; returns the TOML path."""
+    from transport.tls import create_ca, issue_node_cert
+
+    params = ErasureParams.parse(spec.ec)
+    total = spec.nodes * spec.drives_per_node
+    if total % params.n:
+        raise ValueError(
+            f"{spec.nodes} nodes x {spec.drives_per_node} drives do not form sets of {params.n}"
+        )
+    data = spec.data.resolve()
+    certs = data / "certs"
+    if not (certs / "ca.crt").exists():
+        create_ca(certs, "shardfleet-dev")
+    for i in range(1, spec.nodes + 1):
+        if not (certs / f"{spec.node_id(i)}.crt").exists():
+            files = issue_node_cert(certs, spec.node_id(i), [spec.host], certs / "issued")
+            files.cert.rename(certs / f"{spec.node_id(i)}.crt")
+            files.key.rename(certs / f"{spec.node_id(i)}.key")
+    lines = [
+        f'ec = "{spec.ec}"',
+        "",
+        "[cluster]",
+        'name = "dev"',
+        f"heartbeat_interval = {spec.heartbeat}",
+        f"offline_after = {spec.offline_after}",
+        "",
+        "[cluster.tls]",
+        f'ca = "{certs / "ca.crt"}"',
+        f'cert = "{certs}/{{node}}.crt"',
+        f'key = "{certs}/{{node}}.key"',
+    ]
+    for i in range(1, spec.nodes + 1):
+        drives = ", ".join(
+            f'"{data / spec.node_id(i) / f"drive{d}"}"' for d in range(1, spec.drives_per_node + 1)
+        )
+        lines += [
+            "",
+            "[[cluster.nodes]]",
+            f'id = "{spec.node_id(i)}"',
+            f's3 = "{spec.host}:{spec.base_port + i}"',
+            f'rpc = "{spec.host}:{spec.base_port + 100 + i}"',
+            f"drives = [{drives}]",
+        ]
+    path = data / "cluster.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class DevCluster:
+    """The node processes of a dev cluster; used by the CLI and by tests."""
+
+    def __init__(self, spec: DevClusterSpec, env: dict[str, str] | None = None) -> None:
+        self.spec = spec
+        self.env = env
+        self.config = write_cluster_files(spec)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def endpoint(self, i: int) -> str:
+        return f"http://{self.spec.host}:{self.spec.base_port + i}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint(i) for i in range(1, self.spec.nodes + 1)]
+
+    def start_node(self, i: int, log_dir: Path | None = None) -> None:
+        log_dir = log_dir or self.spec.data.resolve() / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_dir / f"{self.spec.node_id(i)}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.procs[i] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "node.main",
+                "serve",
+                "--config",
+                str(self.config),
+                "--node",
+                self.spec.node_id(i),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        out.close()
+
+    def start(self, timeout: float = 30.0) -> None:
+        for i in range(1, self.spec.nodes + 1):
+            self.start_node(i)
+        self.wait_ready(range(1, self.spec.nodes + 1), timeout)
+
+    def wait_ready(self, nodes: range | list[int], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(nodes)
+        while pending:
+            for i in list(pending):
+                proc = self.procs.get(i)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"{self.spec.node_id(i)} exited with {proc.returncode}")
+                try:
+                    with urllib.request.urlopen(self.endpoint(i) + "/health/ready", timeout=2):
+                        pending.discard(i)
+                except (urllib.error.URLError, OSError):
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {sorted(pending)} not ready after {timeout}s")
+            time.sleep(0.1)
+
+    def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(i)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.poll() is None]
+
+
+def run(spec: DevClusterSpec) -> int:
+    """The CLI: start, print, wait for a signal, stop everything."""
+    from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY
+
+    cluster = DevCluster(spec)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cluster.start()
+        ak = os.environ.get(ENV_ACCESS_KEY, DEV_ACCESS_KEY)
+        sk = os.environ.get(ENV_SECRET_KEY, DEV_SECRET_KEY)
+        print(
+            f"shardfleet dev cluster ready: {spec.nodes} nodes x {spec.drives_per_node} drives, {spec.ec}"
+        )
+        for i, ep in enumerate(cluster.endpoints, 1):
+            print(f"  node{i}: endpoint {ep}  (pid {cluster.procs[i].pid})")
+        print(f"  access key: {ak}")
+        print(f"  secret key: {sk}")
+        print(f"  data: {spec.data.resolve()}  logs: {spec.data.resolve() / 'logs'}")
+        print("  Ctrl-C stops every node.", flush=True)
+        reported: set[int] = set()
+        while not stop:
+            for i, proc in cluster.procs.items():
+                if proc.poll() is not None and i not in reported:
+                    print(f"  node{i} exited with {proc.returncode}", flush=True)
+                    reported.add(i)
+            time.sleep(0.5)
+    finally:
+        cluster.stop()
+    return 0
