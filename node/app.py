@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from node.clusterwire import ClusterRuntime
 from node.admin import ADMIN_PREFIX, admin_api
 from node.s3.context import S3Services
-from node.s3.router import add_request_id, make_handler
+from node.s3.router import make_handler
+from node.s3.server import S3Server
 from node.storage.format import open_drives
 from node.storage.local_drive import LocalDrive
 
@@ -43,7 +44,7 @@ class Node:
         )
         self.layer: ObjectLayer | None = None
         self.cluster: ClusterRuntime | None = None
-        self.runner: web.AppRunner | None = None
+        self.runner: web.ServerRunner | None = None
         self.endpoint = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -85,13 +86,14 @@ class Node:
         ak, sk = self.config.credentials
         return sk if hmac.compare_digest(access_key.encode(), ak.encode()) else None
 
-    def build_app(self) -> web.Application:
+    def build_server(self) -> web.Server:
         assert self.layer is not None
         services = S3Services(
             layer=self.layer,
             region=self.config.region,
             owner_id=self.config.credentials[0],
             lookup_secret=self._lookup_secret,
+            body_stall_timeout=self.config.body_stall_timeout,
         )
         s3 = make_handler(services)
 
@@ -106,10 +108,7 @@ class Node:
                     return self._health(request.path)
             return await s3(request)
 
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_route("*", "/{tail:.*}", dispatch)
-        app.on_response_prepare.append(add_request_id)
-        return app
+        return S3Server(dispatch, handler_cancellation=False, access_log=None)
 
     def _health(self, path: str) -> web.Response:
         if path == "/health/live":
@@ -139,11 +138,8 @@ class Node:
             await self.cluster.endpoint.start()
             await self.cluster.heartbeat.round()  # learn who is up before serving
             self.cluster.heartbeat.start()
-        self.runner = web.AppRunner(
-            self.build_app(),
-            access_log=None,
-            shutdown_timeout=self.config.shutdown_grace,
-            handle_signals=False,
+        self.runner = web.ServerRunner(
+            self.build_server(), shutdown_timeout=self.config.shutdown_grace, handle_signals=False
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.host, self.config.port, backlog=1024)

@@ -25,6 +25,7 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-quorum", type=int, help="drives that must commit a write")
     p.add_argument("--region", help="SigV4 region (default us-east-1)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--body-stall-timeout", type=float, help="seconds a request body may stall")
     p.add_argument("--node", help="in a cluster: which node of the config file this is")
 
 
@@ -84,6 +85,7 @@ def serve(args: argparse.Namespace) -> int:
                 "region": args.region,
                 "log_level": args.log_level,
                 "node": args.node,
+                "body_stall_timeout": args.body_stall_timeout,
             },
         )
     except ConfigError as exc:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 
 from aiohttp import web
 
 from node.s3 import xml
-from node.s3.context import S3Request
-from node.s3.errors import InvalidArgument, MalformedXML
+from node.s3.context import S3Request, body_chunks
+from node.s3.errors import BadDigest, InvalidArgument, MalformedXML
 from node.s3.names import check_bucket_name
-from node.s3.payload import BodyDecoder
+from node.s3.payload import BodyDecoder, content_md5
 
 MAX_XML_BODY = 1 << 20
 
@@ -21,12 +22,15 @@ async def read_small_body(req: S3Request, limit: int = MAX_XML_BODY) -> bytes:
     assert req.auth is not None
     decoder = BodyDecoder(req.auth, req.http.headers)  # verifies the payload hash/signatures
     data = bytearray()
-    async for chunk in req.http.content.iter_any():
+    async for chunk in body_chunks(req):
         for piece in decoder.feed(chunk):
             data += piece
         if len(data) > limit:
             raise MalformedXML(f"The XML body is larger than {limit} bytes.")
     decoder.finish()
+    want = content_md5(req.http.headers)
+    if want is not None and hashlib.md5(data).digest() != want:
+        raise BadDigest()
     return bytes(data)
 
 

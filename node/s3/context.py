@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from cluster.objects import ObjectLayer
+from node.s3.errors import RequestTimeout
 from node.s3.sigv4 import AuthResult
 
 
@@ -19,6 +21,7 @@ class S3Services:
     owner_id: str
     lookup_secret: Callable[[str], str | None]
     max_object_size: int = 5 << 30
+    body_stall_timeout: float = 60.0
 
 
 @dataclass(slots=True)
@@ -58,3 +61,18 @@ def split_target(raw_path: str) -> tuple[str, str]:
     path = raw_path[1:] if raw_path.startswith("/") else raw_path
     bucket, _, key = path.partition("/")
     return unquote(bucket), unquote(key)
+
+
+async def body_chunks(req: S3Request) -> AsyncIterator[bytes]:
+    """The raw request body as it arrives; a client silent for longer than the stall
+    timeout gets RequestTimeout instead of holding the request (and its buffers) forever."""
+    content = req.http.content
+    stall = req.services.body_stall_timeout
+    while True:
+        try:
+            chunk = await asyncio.wait_for(content.readany(), stall)
+        except TimeoutError:
+            raise RequestTimeout() from None
+        if not chunk:
+            return
+        yield chunk

@@ -5,7 +5,7 @@
     │       MalformedXML, IncompleteBody, InvalidDigest, BadDigest,
     │       XAmzContentSHA256Mismatch, AuthorizationHeaderMalformed,
     │       AuthorizationQueryParametersError, EntityTooLarge, EntityTooSmall,
-    │       InvalidPart, InvalidPartOrder, MetadataTooLarge, TooManyBuckets,
+    │       InvalidPart, InvalidPartOrder, MetadataTooLarge, TooManyBuckets, RequestTimeout,
     │       MissingContentLength (411), InvalidEncryptionAlgorithmError
     ├── 403 AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch,
     │       RequestTimeTooSkewed, ExpiredToken
@@ -91,6 +91,7 @@ TooManyBuckets = _err(
 InvalidEncryptionAlgorithmError = _err(
     "InvalidEncryptionAlgorithmError", 400, "The encryption request you specified is not valid."
 )
+RequestTimeout = _err("RequestTimeout", 400, "Your socket connection to the server was not read from or written to within the timeout period.")
 MissingContentLength = _err(
     "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
 )

@@ -8,8 +8,6 @@ providing backpressure.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
 import email.utils
 import logging
@@ -23,11 +21,10 @@ from cluster.meta import ObjectMeta
 from cluster.put import PutRequest
 from node.s3 import xml
 from node.s3.buckets import read_small_body, xml_response
-from node.s3.context import S3Request
+from node.s3.context import S3Request, body_chunks
 from node.s3.errors import (
     EntityTooLarge,
     IncompleteBody,
-    InvalidDigest,
     MetadataTooLarge,
     MissingContentLength,
     PreconditionFailed,
@@ -35,7 +32,7 @@ from node.s3.errors import (
     from_internal,
 )
 from node.s3.names import check_key
-from node.s3.payload import BodyDecoder
+from node.s3.payload import BodyDecoder, content_md5
 from node.s3.ranges import parse_range
 
 log = logging.getLogger(__name__)
@@ -59,19 +56,6 @@ RESPONSE_OVERRIDES = {
 
 
 # -- PUT ----------------------------------------------------------------------------------
-def _content_md5(req: S3Request) -> bytes | None:
-    raw = req.http.headers.get("Content-MD5")
-    if raw is None:
-        return None
-    try:
-        digest = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidDigest() from None
-    if len(digest) != 16:
-        raise InvalidDigest()
-    return digest
-
-
 def _user_meta(req: S3Request) -> dict[str, str]:
     user = {
         name[len("x-amz-meta-") :].lower(): value
@@ -85,7 +69,7 @@ def _user_meta(req: S3Request) -> dict[str, str]:
 
 async def _decoded_body(req: S3Request, decoder: BodyDecoder) -> AsyncIterator[bytes | memoryview]:
     try:
-        async for raw in req.http.content.iter_any():
+        async for raw in body_chunks(req):
             for piece in decoder.feed(raw):
                 yield piece
     except (HttpProcessingError, ConnectionError) as exc:
@@ -117,7 +101,7 @@ async def put_object(req: S3Request) -> web.Response:
         content_type=req.http.headers.get("Content-Type", "binary/octet-stream"),
         user=_user_meta(req),
         headers=headers,
-        content_md5=_content_md5(req),
+        content_md5=content_md5(req.http.headers),
     )
     await req.layer.require_bucket(req.bucket)
     meta = await req.layer.put_object(put, _decoded_body(req, decoder))
@@ -230,6 +214,7 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     # Read the first run before answering, so a read that cannot even start (quorum lost,
     # every copy of the first stripe rotten) still gets a proper S3 error.
     first = await anext(body, None)
+    headers["x-amz-request-id"] = headers["x-amz-id-2"] = req.request_id
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = end - start
     await response.prepare(req.http)

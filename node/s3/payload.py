@@ -11,6 +11,8 @@ feed()/finish() are pure CPU so a handler can push them into a thread pool for l
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 
@@ -19,6 +21,7 @@ from node.s3.chunked import ChunkedDecoder
 from node.s3.errors import (
     IncompleteBody,
     InvalidArgument,
+    InvalidDigest,
     InvalidRequest,
     MissingContentLength,
     S3Error,
@@ -162,3 +165,17 @@ class BodyDecoder:
             if hasher.b64digest() != value:
                 raise checksums.mismatch(hasher.algorithm)
             self._verified[hasher.algorithm] = value
+
+
+def content_md5(headers: Mapping[str, str]) -> bytes | None:
+    """The Content-MD5 digest a client sent, or None; InvalidDigest when it is malformed."""
+    raw = headers.get("Content-MD5")
+    if raw is None:
+        return None
+    try:
+        digest = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidDigest() from None
+    if len(digest) != 16:
+        raise InvalidDigest()
+    return digest

@@ -35,7 +35,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
         return None
     if not first:  # suffix: the last N bytes
         n = int(last)
-        if n == 0:
+        if n == 0 or size == 0:
             raise InvalidRange(ActualObjectSize=str(size), RangeRequested=header)
         return max(size - n, 0), size
     start = int(first)

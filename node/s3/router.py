@@ -124,7 +124,6 @@ def error_response(err: S3Error, method: str, resource: str, request_id: str) ->
 def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         request_id = new_request_id()
-        request["request_id"] = request_id  # stamped on the response by add_request_id
         raw_path, _, raw_query = request.raw_path.partition("?")
         bucket, key = split_target(raw_path)
         pairs = split_query(raw_query)
@@ -154,14 +153,12 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             if isinstance(exc, ConnectionResetError | ConnectionError):
                 raise
             response = error_response(err, request.method, req.resource, request_id)
+            if request.body_exists and not request.content.is_eof():
+                # an unread body would be parsed as the next request on this connection
+                response.force_close()
+        if not response.prepared:  # streamed responses carry it from their handler
+            response.headers["x-amz-request-id"] = request_id
+            response.headers["x-amz-id-2"] = request_id
         return response
 
     return handle
-
-
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: streamed responses send headers before the handler returns."""
-    request_id = request.get("request_id")
-    if request_id:
-        response.headers["x-amz-request-id"] = request_id
-        response.headers["x-amz-id-2"] = request_id

@@ -7,6 +7,7 @@ Named databases in one environment (`<drive>/index.lmdb`):
     inline    bucket NUL key -> framed shard of a small object
     vids      vid -> bucket NUL key                     (which key a data directory belongs to)
     trash     vid -> bucket                              (old data directories still to remove)
+    longkeys  index key -> full key, for keys too long for an LMDB key (see object_key)
 
 Writes are applied by one thread per drive. Every caller that arrives while a transaction
 commits joins the next one, so N concurrent writes cost one fsync instead of N; each
@@ -18,6 +19,7 @@ on the event loop; scans, which may touch many pages, run in the I/O pool.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,8 +33,33 @@ MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as it fills
 WriteFn = Callable[["Txn"], Any]
 
 
+INDEX_KEY_LIMIT = 448  # LMDB keys are at most 511 bytes; S3 keys up to 1024
+LONG_MARK = b"\xff\xff"  # never appears in UTF-8, so it cannot be part of a real key
+_HASH_LEN = 16
+
+
 def object_key(bucket: str, key: str) -> bytes:
-    return bucket.encode() + SEP + key.encode()
+    """The index key of an object; sorts like the S3 key.
+
+    A key that does not fit becomes its first bytes, LONG_MARK and a hash of the whole key.
+    Only keys longer than the cut can share that head, and every one of them is longer than
+    any short key with the same head, so the order against short keys is exact; within one
+    head the order is by hash, which `scan_objects` puts right (the full key is kept in
+    the `longkeys` database).
+    """
+    head = bucket.encode() + SEP
+    kb = key.encode()
+    cut = INDEX_KEY_LIMIT - len(head)
+    if len(kb) <= cut:
+        return head + kb
+    return head + kb[:cut] + LONG_MARK + hashlib.blake2b(kb, digest_size=_HASH_LEN).digest()
+
+
+def is_long(index_key: bytes, head_len: int) -> bool:
+    cut = INDEX_KEY_LIMIT - head_len
+    return len(index_key) == head_len + cut + len(LONG_MARK) + _HASH_LEN and (
+        index_key[head_len + cut : head_len + cut + len(LONG_MARK)] == LONG_MARK
+    )
 
 
 def bucket_prefix(bucket: str) -> bytes:
@@ -49,6 +76,7 @@ class Txn:
         self.inline = index.inline
         self.vids = index.vids
         self.trash = index.trash
+        self.longkeys = index.longkeys
 
     def get(self, db: Any, key: bytes) -> bytes | None:
         return self.txn.get(key, db=db)
@@ -91,6 +119,7 @@ class DriveIndex:
         self.inline = self.env.open_db(b"inline")
         self.vids = self.env.open_db(b"vids")
         self.trash = self.env.open_db(b"trash")
+        self.longkeys = self.env.open_db(b"longkeys")
         self._writer = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"lmdb-{path.parent.name}"
         )
@@ -110,18 +139,34 @@ class DriveIndex:
         with self.env.begin() as txn:
             return txn.get(key, db=self.objects), txn.get(key, db=self.inline)
 
-    def scan(self, db: Any, start: bytes, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """Up to `limit` entries with key >= start and key.startswith(prefix)."""
+    def scan_objects(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Up to `limit` (key, packed meta), key > start_after, key.startswith(prefix), in key
+        order. Long keys sharing a head are read as a group and sorted by their full key."""
+        head = bucket.encode() + SEP
+        cut = INDEX_KEY_LIMIT - len(head)
+        pb, sa = prefix.encode(), start_after.encode()
+        scope = head + pb[:cut]
         out: list[tuple[bytes, bytes]] = []
-        with self.env.begin(db=db) as txn, txn.cursor() as cur:
-            found = cur.set_range(start)
-            while found and len(out) < limit:
+        last_group: bytes | None = None
+        with self.env.begin() as txn, txn.cursor(db=self.objects) as cur:
+            found = cur.set_range(head + max(pb, sa)[:cut])
+            while found:
                 k = cur.key()
-                if not k.startswith(prefix):
+                if not k.startswith(scope):
                     break
-                out.append((k, cur.value()))
+                long = is_long(k, len(head))
+                group = k[: len(head) + cut] if long else None
+                if len(out) >= limit and (group is None or group != last_group):
+                    break
+                full = txn.get(k, db=self.longkeys) if long else k[len(head) :]
+                if full is not None and full > sa and full.startswith(pb):
+                    out.append((full, cur.value()))
+                    last_group = group
                 found = cur.next()
-        return out
+        out.sort(key=lambda row: row[0])
+        return [(full.decode(), value) for full, value in out[:limit]]
 
     def items(self, db: Any) -> list[tuple[bytes, bytes]]:
         with self.env.begin(db=db) as txn:

@@ -49,7 +49,7 @@ from cluster.drive import (
 from cluster.meta import ObjectMeta
 from cluster.topology import DriveFormat
 from node.storage.fsutil import fsync_dir, makedirs_durable, remove_tree, write_all
-from node.storage.index import DriveIndex, Txn, bucket_prefix, object_key
+from node.storage.index import DriveIndex, Txn, bucket_prefix, is_long, object_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -208,6 +208,7 @@ class LocalDrive:
                 with contextlib.suppress(lmdb.NotFoundError):
                     t.delete(t.vids, ObjectMeta.unpack(meta).vid.encode())
             t.delete_prefix(t.inline, prefix)
+            t.delete_prefix(t.longkeys, prefix)
             t.delete(t.buckets, bucket.encode())
 
         await self._write(apply)
@@ -290,6 +291,8 @@ class LocalDrive:
                 else:
                     t.txn.delete(ok, db=t.inline)
                 t.put(t.vids, vid.encode(), ok)
+                if is_long(ok, len(bucket_prefix(bucket))):
+                    t.put(t.longkeys, ok, key.encode())
                 if old is not None:
                     old_meta = ObjectMeta.unpack(old)
                     if old_meta.vid != vid:
@@ -355,6 +358,7 @@ class LocalDrive:
                 raise FileNotFound(f"{bucket}/{key} version {vid}")
             t.delete(t.objects, ok)
             t.txn.delete(ok, db=t.inline)
+            t.txn.delete(ok, db=t.longkeys)
             self._retire(t, bucket, old_meta, old_dirs)
 
         await self._write(apply)
@@ -364,17 +368,10 @@ class LocalDrive:
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int
     ) -> list[tuple[str, ObjectMeta]]:
-        bp = bucket_prefix(bucket)
-        start = object_key(bucket, max(prefix, start_after))
-        if start_after and start_after >= prefix:
-            start += b"\x00"  # strictly after start_after
-        rows = await self._io(
-            self.index.scan, self.index.objects, start, bp + prefix.encode(), limit
-        )
+        rows = await self._io(self.index.scan_objects, bucket, prefix, start_after, limit)
         if not rows and self.bucket_created(bucket) is None:
             raise VolumeNotFound(bucket)
-        cut = len(bp)
-        return [(k[cut:].decode(), ObjectMeta.unpack(v)) for k, v in rows]
+        return [(key, ObjectMeta.unpack(v)) for key, v in rows]
 
     # -- start-up and shutdown ----------------------------------------------------------
     def reconcile_startup(self) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 
 def _parent_map() -> dict[int, list[int]]:
@@ -86,3 +89,45 @@ def stop_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: fl
         proc.wait(5)
     except subprocess.TimeoutExpired:
         pass
+
+
+class NodeDied(RuntimeError):
+    """The server exited while a client was running against it."""
+
+
+def run_child(
+    cmd: list[str],
+    env: dict[str, str],
+    server_alive: Callable[[], bool],
+    *,
+    stdout: IO[bytes] | None = None,
+    stderr: IO[bytes] | int | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Run a client command in its own session; stop its whole tree on any way out.
+
+    Own session: Ctrl-C reaches only the driver, which then tears clients down in order.
+    Polls ``server_alive`` meanwhile: if the server dies there is nothing left to measure, so
+    the client is stopped at once (NodeDied) instead of logging connection errors until its
+    phases time out.  Returns the client's exit code (negative = killed by a signal).
+    """
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while proc.poll() is None:
+            if not server_alive():
+                raise NodeDied("the node exited while a client was running")
+            if deadline and time.monotonic() > deadline:
+                print(f"!! {Path(cmd[1]).name} timed out after {timeout:.0f}s", file=sys.stderr)
+                break
+            time.sleep(0.25)
+    finally:
+        stop_tree(proc)
+    return proc.returncode
