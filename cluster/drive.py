@@ -127,8 +127,9 @@ class Drive(Protocol):
 
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int
-    ) -> list[tuple[str, ObjectMeta]]:
-        """Up to `limit` (key, meta) with key > start_after and key.startswith(prefix), sorted."""
+    ) -> list[tuple[str, bytes]]:
+        """Up to `limit` (key, packed meta) with key > start_after and key.startswith(prefix),
+        sorted. Packed, because listing compares copies without decoding them."""
 
 
 class OfflineDrive:

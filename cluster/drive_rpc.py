@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
-from transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, StreamCall
-from transport.errors import RemoteError, TransportError
 
 from cluster import drive as drv
 from cluster.drive import (
@@ -30,6 +28,8 @@ from cluster.drive import (
     ShardWriter,
 )
 from cluster.meta import ObjectMeta
+from transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, StreamCall
+from transport.errors import RemoteError, TransportError
 
 MAX_META_REPLY = 64 << 20
 MAX_SHARD_READ = 64 << 20
@@ -188,7 +188,7 @@ class RemoteDrive:
             rows = msgpack.unpackb(await reply.read(MAX_META_REPLY))
         except TransportError as exc:
             raise _drive_error(exc) from exc
-        return [(key, ObjectMeta.unpack(packed)) for key, packed in rows]
+        return [(key, packed) for key, packed in rows]
 
 
 # -- server side ------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
 
     async def scan(d: Drive, h: dict[str, Any], req: Request) -> Response:
         rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], 1000))
-        return Response({}, msgpack.packb([(key, meta.pack()) for key, meta in rows]))
+        return Response({}, msgpack.packb(rows))
 
     table = {
         "info": info,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from cluster.drive import VolumeNotFound
 from cluster.erasure_set import ErasureSet
 from cluster.errors import NoSuchBucket, ReadQuorumLost
-from cluster.meta import ObjectMeta, pick_agreed
+from cluster.meta import ObjectMeta, pick_agreed_packed
 from cluster.quorum import fan_out
 
 PAST = "\U0010ffff"  # sorts after every character a key can continue with
@@ -52,15 +52,15 @@ async def list_objects(
             raise ReadQuorumLost("list", k, len(results), len(eset.drives), errors)
         full = [rows[-1][0] for rows in results.values() if len(rows) >= batch]
         horizon = min(full) if full else None
-        per_key: dict[str, list[ObjectMeta]] = {}
+        per_key: dict[str, list[bytes]] = {}
         for rows in results.values():
-            for key, meta in rows:
+            for key, packed in rows:
                 if horizon is None or key <= horizon:
-                    per_key.setdefault(key, []).append(meta)
+                    per_key.setdefault(key, []).append(packed)
         for key in sorted(per_key):
             if current_cp and key.startswith(current_cp):
                 continue
-            meta = pick_agreed(per_key[key], k)
+            meta = pick_agreed_packed(per_key[key], k)
             if meta is None:
                 continue
             if len(page.objects) + len(page.prefixes) >= max_keys:

@@ -79,3 +79,17 @@ def pick_agreed(metas: Sequence[ObjectMeta | None], quorum: int) -> ObjectMeta |
         first.setdefault(meta.order, meta)
     agreed = [order for order, count in counts.items() if count >= quorum]
     return first[max(agreed)] if agreed else None
+
+
+def pick_agreed_packed(copies: Sequence[bytes], quorum: int) -> ObjectMeta | None:
+    """pick_agreed over packed records: identical versions pack to identical bytes, so
+    copies are counted without decoding and only the winner is unpacked (listing hot path)."""
+    counts: dict[bytes, int] = {}
+    for packed in copies:
+        counts[packed] = counts.get(packed, 0) + 1
+    agreed = [packed for packed, count in counts.items() if count >= quorum]
+    if not agreed:
+        return None
+    if len(agreed) == 1:
+        return ObjectMeta.unpack(agreed[0])
+    return max((ObjectMeta.unpack(p) for p in agreed), key=lambda m: m.order)

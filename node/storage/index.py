@@ -150,21 +150,20 @@ class DriveIndex:
         scope = head + pb[:cut]
         out: list[tuple[bytes, bytes]] = []
         last_group: bytes | None = None
+        hl = len(head)
         with self.env.begin() as txn, txn.cursor(db=self.objects) as cur:
-            found = cur.set_range(head + max(pb, sa)[:cut])
-            while found:
-                k = cur.key()
+            if not cur.set_range(head + max(pb, sa)[:cut]):
+                return []
+            for k, value in cur.iternext():
                 if not k.startswith(scope):
                     break
-                long = is_long(k, len(head))
-                group = k[: len(head) + cut] if long else None
-                if len(out) >= limit and (group is None or group != last_group):
+                long = len(k) > hl + cut and is_long(k, hl)
+                if len(out) >= limit and (not long or k[: hl + cut] != last_group):
                     break
-                full = txn.get(k, db=self.longkeys) if long else k[len(head) :]
+                full = txn.get(k, db=self.longkeys) if long else k[hl:]
                 if full is not None and full > sa and full.startswith(pb):
-                    out.append((full, cur.value()))
-                    last_group = group
-                found = cur.next()
+                    out.append((full, value))
+                    last_group = k[: hl + cut] if long else None
         out.sort(key=lambda row: row[0])
         return [(full.decode(), value) for full, value in out[:limit]]
 

@@ -55,17 +55,35 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+WRITEBACK_EVERY = 8 << 20
+
+
 class LocalShardWriter:
+    """Appends to a staged shard file. Every WRITEBACK_EVERY bytes it asks the kernel to
+    start writing the range back (POSIX_FADV_DONTNEED starts writeback of dirty pages and
+    drops clean ones), so the disk works while the body still arrives and the final
+    fdatasync has little left to do: a large PUT's latency is then network + encode, not
+    network + encode + one long flush."""
+
     def __init__(self, drive: LocalDrive, vid: str, fd: int) -> None:
         self._drive = drive
         self._vid = vid
         self._fd: int | None = fd
+        self._written = 0
+        self._advised = 0
+
+    def _append(self, fd: int, chunks: list[bytes | memoryview]) -> None:
+        write_all(fd, chunks)
+        self._written += sum(len(c) for c in chunks)
+        if self._written - self._advised >= WRITEBACK_EVERY:
+            os.posix_fadvise(fd, self._advised, self._written - self._advised, os.POSIX_FADV_DONTNEED)
+            self._advised = self._written
 
     async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
         fd = self._fd
         if fd is None:
             raise DriveIOError("shard writer is closed")
-        await self._drive._io(write_all, fd, list(chunks))
+        await self._drive._io(self._append, fd, list(chunks))
 
     async def finish(self) -> None:
         fd, self._fd = self._fd, None
@@ -74,7 +92,7 @@ class LocalShardWriter:
 
         def sync_close() -> None:
             try:
-                os.fsync(fd)
+                os.fdatasync(fd)  # size and data; the directory entry is synced at install
             finally:
                 os.close(fd)
 
@@ -367,11 +385,11 @@ class LocalDrive:
 
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int
-    ) -> list[tuple[str, ObjectMeta]]:
+    ) -> list[tuple[str, bytes]]:
         rows = await self._io(self.index.scan_objects, bucket, prefix, start_after, limit)
         if not rows and self.bucket_created(bucket) is None:
             raise VolumeNotFound(bucket)
-        return [(key, ObjectMeta.unpack(v)) for key, v in rows]
+        return rows
 
     # -- start-up and shutdown ----------------------------------------------------------
     def reconcile_startup(self) -> None:
