@@ -21,6 +21,7 @@ from aiohttp import web
 from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
 from node.config import NodeConfig
+from node.metrics import Metrics
 
 if TYPE_CHECKING:
     from node.clusterwire import ClusterRuntime
@@ -48,6 +49,7 @@ class Node:
         self.endpoint = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.metrics = Metrics(self._metrics_state)
 
     # -- wiring -------------------------------------------------------------------------
     def _open_cluster(self) -> ObjectLayer:
@@ -94,21 +96,57 @@ class Node:
             owner_id=self.config.credentials[0],
             lookup_secret=self._lookup_secret,
             body_stall_timeout=self.config.body_stall_timeout,
+            metrics=self.metrics,
         )
         s3 = make_handler(services)
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
             if request.path.startswith(ADMIN_PREFIX):
                 return await admin_api(self, request)
-            if request.path.startswith("/health/") and request.method in ("GET", "HEAD"):
-                if (
-                    "Authorization" not in request.headers
-                    and "X-Amz-Algorithm" not in request.query
-                ):
+            anonymous = (
+                "Authorization" not in request.headers and "X-Amz-Algorithm" not in request.query
+            )
+            if anonymous and request.method in ("GET", "HEAD"):
+                # unsigned: health and metrics; a signed request for these paths is S3
+                if request.path.startswith("/health/"):
                     return self._health(request.path)
+                if request.path == "/metrics":
+                    return web.Response(
+                        body=self.metrics.render(), content_type="text/plain", charset="utf-8"
+                    )
             return await s3(request)
 
         return S3Server(dispatch, handler_cancellation=False, access_log=None)
+
+    def _metrics_state(self) -> dict[str, object]:
+        """Scrape-time figures: drive states (free space from the drive probe's last
+        statvfs) and membership."""
+        if self.layer is None:
+            return {}
+        drives = []
+        for d in self.layer.all_drives:
+            row = {
+                "id": d.drive_id,
+                "endpoint": d.endpoint,
+                "online": d.online,
+                "local": d.is_local,
+            }
+            if d.is_local:
+                st = getattr(d, "last_statvfs", None)
+                row.update(
+                    errors=getattr(d, "errors", 0),
+                    free=st[0] if st else 0,
+                    total=st[1] if st else 0,
+                )
+            drives.append(row)
+        state: dict[str, object] = {"drives": drives}
+        if self.cluster is not None:
+            counts: dict[str, int] = {}
+            for row in self.cluster.view.snapshot(time.monotonic()):
+                counts[str(row["state"])] = counts.get(str(row["state"]), 0) + 1
+            state["membership"] = counts
+            state["gauges"] = {"cluster_majority": 1.0 if self.cluster.has_majority() else 0.0}
+        return state
 
     def _health(self, path: str) -> web.Response:
         if path == "/health/live":
@@ -147,6 +185,7 @@ class Node:
         host, port = self.runner.addresses[0][:2]
         self.endpoint = f"http://{host}:{port}"
         self._spawn(self._probe_drives())
+        self._spawn(self.metrics.watch_loop_lag())
         self._spawn(self._sweep_orphans(started))
         return self.endpoint
 

@@ -113,6 +113,8 @@ class NodeConfig(BaseModel):
     access_key: str | None = Field(default=None, min_length=3, max_length=128)
     secret_key: str | None = Field(default=None, min_length=8, max_length=128)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """info logs one line per S3 request (the access log); warning keeps only problems."""
+    log_format: Literal["text", "json"] = "text"
     body_stall_timeout: float = Field(default=60.0, gt=0, le=3600)
     """Seconds a client may send nothing in the middle of a request body."""
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)

@@ -25,6 +25,7 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-quorum", type=int, help="drives that must commit a write")
     p.add_argument("--region", help="SigV4 region (default us-east-1)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"])
     p.add_argument("--body-stall-timeout", type=float, help="seconds a request body may stall")
     p.add_argument("--node", help="in a cluster: which node of the config file this is")
 
@@ -84,6 +85,7 @@ def serve(args: argparse.Namespace) -> int:
                 "write_quorum": args.write_quorum,
                 "region": args.region,
                 "log_level": args.log_level,
+                "log_format": args.log_format,
                 "node": args.node,
                 "body_stall_timeout": args.body_stall_timeout,
             },
@@ -91,9 +93,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"shardfleet: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from node.logs import setup
+
+    setup(config.log_level, config.log_format)
     try:
         import uvloop
 

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from cluster.objects import ObjectLayer
+from node.metrics import Metrics
 from node.s3.errors import RequestTimeout
 from node.s3.sigv4 import AuthResult
 
@@ -22,6 +23,7 @@ class S3Services:
     lookup_secret: Callable[[str], str | None]
     max_object_size: int = 5 << 30
     body_stall_timeout: float = 60.0
+    metrics: Metrics | None = None
 
 
 @dataclass(slots=True)
@@ -33,6 +35,7 @@ class S3Request:
     query: dict[str, str]  # first value of each name, decoded ('+' is not a space in S3)
     request_id: str
     auth: AuthResult | None = None
+    bytes_in: int = 0
 
     @property
     def layer(self) -> ObjectLayer:
@@ -75,4 +78,5 @@ async def body_chunks(req: S3Request) -> AsyncIterator[bytes]:
             raise RequestTimeout() from None
         if not chunk:
             return
+        req.bytes_in += len(chunk)
         yield chunk

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from node.logs import log_request
 from node.s3 import buckets, objects, xml
 from node.s3.context import S3Request, S3Services, split_query, split_target
 from node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
@@ -84,6 +85,22 @@ OBJECT: dict[tuple[str, str], Handler] = {
 }
 
 
+OP_NAMES: dict[Handler, str] = {
+    buckets.list_buckets: "ListBuckets",
+    buckets.create_bucket: "CreateBucket",
+    buckets.head_bucket: "HeadBucket",
+    buckets.delete_bucket: "DeleteBucket",
+    buckets.list_objects: "ListObjects",
+    buckets.get_location: "GetBucketLocation",
+    buckets.get_versioning: "GetBucketVersioning",
+    objects.delete_objects: "DeleteObjects",
+    objects.put_object: "PutObject",
+    objects.get_object: "GetObject",
+    objects.head_object: "HeadObject",
+    objects.delete_object: "DeleteObject",
+}
+
+
 def _subresource(query: dict[str, str], known: tuple[str, ...]) -> str:
     for name in known:
         if name in query:
@@ -122,7 +139,44 @@ def error_response(err: S3Error, method: str, resource: str, request_id: str) ->
 
 
 def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    metrics = services.metrics
+
     async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        if metrics is not None:
+            metrics.inflight.inc()
+        op = "Unknown"
+        try:
+            response = await serve(request)
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            state = request.get("s3")
+            status = state[1] if state else 499
+            if metrics is not None:
+                metrics.inflight.dec()
+                metrics.observe(
+                    state[0] if state else request.get("s3_op", op),
+                    status,
+                    seconds,
+                    state[2] if state else 0,
+                    state[3] if state else 0,
+                )
+            if state:
+                log_request(
+                    request_id=state[4],
+                    access_key=state[5],
+                    op=state[0],
+                    method=request.method,
+                    resource=state[6],
+                    status=status,
+                    bytes_in=state[2],
+                    bytes_out=state[3],
+                    seconds=seconds,
+                    remote=request.remote,
+                )
+
+    async def serve(request: web.Request) -> web.StreamResponse:
         request_id = new_request_id()
         raw_path, _, raw_query = request.raw_path.partition("?")
         bucket, key = split_target(raw_path)
@@ -131,12 +185,14 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
         for name, value in pairs:
             query.setdefault(name, value)
         req = S3Request(request, services, bucket, key, query, request_id)
+        op = "Unknown"
         try:
             view = RequestView(request.method, raw_path, pairs, request.headers)
             req.auth = verify_request(
                 view, services.lookup_secret, now=time.time(), region=services.region
             )
             handler = pick_handler(request.method, bucket, key, query)
+            op = request["s3_op"] = OP_NAMES.get(handler, handler.__name__)
             response = await handler(req)
         except Exception as exc:
             err = from_internal(exc)
@@ -159,6 +215,17 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
         if not response.prepared:  # streamed responses carry it from their handler
             response.headers["x-amz-request-id"] = request_id
             response.headers["x-amz-id-2"] = request_id
+        out = 0 if request.method == "HEAD" else (response.content_length or 0)
+        access_key = req.auth.access_key if req.auth else ""
+        request["s3"] = (
+            op,
+            response.status,
+            req.bytes_in,
+            out,
+            request_id,
+            access_key,
+            req.resource,
+        )
         return response
 
     return handle

@@ -118,6 +118,7 @@ class LocalDrive:
         self._root_ino = root.stat().st_ino
         self._offline_reason: str | None = None
         self.errors = 0
+        self.last_statvfs: tuple[int, int] | None = None  # (free, total) from the last probe
         self._inflight: set[str] = set()  # vids staged or being committed
         self._trash_done: list[bytes] = []
         self._tmp = root / "tmp"
@@ -147,11 +148,14 @@ class LocalDrive:
             log.error("drive %s (%s) is offline: %s", self.drive_id, self.root, reason)
 
     async def check(self) -> bool:
-        """Periodic probe: notices a drive that vanished while idle."""
+        """Periodic probe: notices a drive that vanished while idle; refreshes free space."""
         if self.online:
             reason = await self._io(self._healthy, guard=False)
             if reason:
                 self.mark_offline(reason)
+            else:
+                info = await self.info()
+                self.last_statvfs = (info.free, info.total)
         return self.online
 
     def _fail(self, exc: BaseException) -> DriveError:

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from node.devcluster import DevCluster, DevClusterSpec
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_base_port(nodes: int) -> int:
+    """A base port with S3 (base+i) and QUIC (base+100+i) ports free for every node."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 200)
+        if all(_free(base + i) and _free(base + 100 + i) for i in range(1, nodes + 1)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def client(endpoint: str, **config: object):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=DEV_ACCESS_KEY,
+        aws_secret_access_key=DEV_SECRET_KEY,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30, **config),
+    )
+
+
+@pytest.fixture
+def dev_cluster(tmp_path) -> Iterator[DevCluster]:
+    spec = DevClusterSpec(
+        nodes=4,
+        drives_per_node=2,
+        ec="2+2",
+        data=tmp_path / "cluster",
+        base_port=free_base_port(4),
+        heartbeat=0.5,
+        offline_after=5.0,
+    )
+    cluster = DevCluster(spec)
+    try:
+        cluster.start(timeout=60)
+        yield cluster
+    finally:
+        cluster.stop()
