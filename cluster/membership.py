@@ -158,7 +158,8 @@ class Heartbeat:
     async def round(self) -> None:
         await asyncio.gather(*(self._one(p) for p in self.view.peers))
         for peer, old, new in self.view.tick(self._clock()):
-            log.warning("node %s: %s -> %s", peer, old, new)
+            level = logging.INFO if new is PeerState.ALIVE else logging.WARNING
+            log.log(level, "node %s: %s -> %s", peer, old, new)
         self.rounds += 1
 
     async def run(self) -> None:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from node.clusterwire import ClusterRuntime
 from node.admin import ADMIN_PREFIX, admin_api
 from node.s3.context import S3Services
-from node.s3.router import make_handler
+from node.s3.errors import ServiceUnavailable
+from node.s3.router import error_response, make_handler, new_request_id
 from node.s3.server import S3Server
 from node.storage.format import open_drives
 from node.storage.local_drive import LocalDrive
@@ -35,6 +36,7 @@ from node.storage.local_drive import LocalDrive
 log = logging.getLogger(__name__)
 
 DRIVE_PROBE_INTERVAL = 2.0
+CANCEL_WAIT = 5.0  # after the grace: how long cancelled requests get to clean up
 
 
 class Node:
@@ -49,6 +51,7 @@ class Node:
         self.endpoint = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._inflight = 0
         self.metrics = Metrics(self._metrics_state)
 
     # -- wiring -------------------------------------------------------------------------
@@ -101,6 +104,15 @@ class Node:
         s3 = make_handler(services)
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
+            if self._stopping.is_set():
+                return self._shutting_down()
+            self._inflight += 1
+            try:
+                return await route(request)
+            finally:
+                self._inflight -= 1
+
+        async def route(request: web.Request) -> web.StreamResponse:
             if request.path.startswith(ADMIN_PREFIX):
                 return await admin_api(self, request)
             anonymous = (
@@ -117,6 +129,13 @@ class Node:
             return await s3(request)
 
         return S3Server(dispatch, handler_cancellation=False, access_log=None)
+
+    @staticmethod
+    def _shutting_down() -> web.Response:
+        err = ServiceUnavailable("This node is shutting down; retry on another node.")
+        response = error_response(err, "GET", "/", new_request_id())
+        response.force_close()
+        return response
 
     def _metrics_state(self) -> dict[str, object]:
         """Scrape-time figures: drive states (free space from the drive probe's last
@@ -177,7 +196,7 @@ class Node:
             await self.cluster.heartbeat.round()  # learn who is up before serving
             self.cluster.heartbeat.start()
         self.runner = web.ServerRunner(
-            self.build_server(), shutdown_timeout=self.config.shutdown_grace, handle_signals=False
+            self.build_server(), shutdown_timeout=CANCEL_WAIT, handle_signals=False
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.host, self.config.port, backlog=1024)
@@ -212,9 +231,24 @@ class Node:
                     log.exception("orphan sweep of drive %s failed", drive.drive_id)
 
     async def stop(self) -> None:
+        """Graceful stop: stop listening, refuse new requests on open connections, let the
+        requests in flight finish for up to the grace period, then cancel the rest (their
+        writers drop what they staged).
+
+        aiohttp's own shutdown closes every connection first, and a closed connection stops
+        reading, so an upload in flight could never finish; hence the wait happens here,
+        before handing over to the runner's cleanup."""
         self._stopping.set()
         if self.runner is not None:
-            await self.runner.cleanup()  # stops accepting; waits up to the grace period
+            for site in list(self.runner.sites):
+                await site.stop()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.shutdown_grace
+            while self._inflight and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if self._inflight:
+                log.warning("stopping: cancelling %d requests still running", self._inflight)
+            await self.runner.cleanup()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

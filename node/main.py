@@ -27,6 +27,7 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"])
     p.add_argument("--body-stall-timeout", type=float, help="seconds a request body may stall")
+    p.add_argument("--shutdown-grace", type=float, help="seconds in-flight requests get after SIGTERM")
     p.add_argument("--node", help="in a cluster: which node of the config file this is")
 
 
@@ -88,6 +89,7 @@ def serve(args: argparse.Namespace) -> int:
                 "log_format": args.log_format,
                 "node": args.node,
                 "body_stall_timeout": args.body_stall_timeout,
+                "shutdown_grace": args.shutdown_grace,
             },
         )
     except ConfigError as exc:

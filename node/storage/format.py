@@ -10,6 +10,7 @@ whose format disagrees with the others stops the node with a clear message.
 
 from __future__ import annotations
 
+import os
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ def _read_format(path: Path) -> DriveFormat | None:
 
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
+
+
+def _may_adopt(path: Path, formatted: list[Path]) -> bool:
+    """Whether an empty directory may be formatted as a replacement drive.
+
+    When this node's drives are mount points, an empty directory that is not one is most
+    likely a disk that failed to mount: formatting it would put shards on the root file
+    system. Single-file-system setups (dev, tests) adopt empty directories as before."""
+    if any(os.path.ismount(p) for p in formatted):
+        return os.path.ismount(path)
+    return True
 
 
 def _format_fresh(paths: list[Path], params: ErasureParams) -> None:
@@ -138,7 +150,10 @@ def _adopt_replacements(
     templates: dict[int, DriveFormat],
 ) -> None:
     """Formats empty directories into the slots of missing drives, in the order given."""
-    empty = [p for p, f in formats.items() if f is None and _is_empty_dir(p)]
+    formatted = [p for p, f in formats.items() if f is not None]
+    empty = [
+        p for p, f in formats.items() if f is None and _is_empty_dir(p) and _may_adopt(p, formatted)
+    ]
     for set_no in sorted(sets):
         template = templates[set_no]
         for pos in range(len(template.set_drives)):
@@ -159,22 +174,21 @@ def _adopt_replacements(
             sets[set_no][pos] = (path, fmt)
 
 
-def open_assigned(
-    expected: dict[Path, DriveFormat], io_pool: Executor
-) -> dict[Path, Drive]:
+def open_assigned(expected: dict[Path, DriveFormat], io_pool: Executor) -> dict[Path, Drive]:
     """Opens this node's drives of a cluster whose layout comes from the cluster file.
 
     Every drive must carry exactly the format record the layout gives it; an unformatted
     drive (on first start, or an empty replacement) is formatted into its slot, a missing
     directory is an offline slot, and any disagreement stops the node.
     """
-    first_start = not any(_read_format(p) for p in expected if p.is_dir())
+    formatted = [p for p in expected if p.is_dir() and _read_format(p) is not None]
+    first_start = not formatted
     opened: dict[Path, Drive] = {}
     for path, want in expected.items():
         if first_start:
             path.mkdir(parents=True, exist_ok=True)
         fmt = _read_format(path) if path.is_dir() else None
-        if fmt is None and path.is_dir() and _is_empty_dir(path):
+        if fmt is None and _is_empty_dir(path) and (first_start or _may_adopt(path, formatted)):
             atomic_write(path, FORMAT_FILE, [want.to_json().encode()])
             fmt = want
         if fmt is None:
