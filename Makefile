@@ -6,7 +6,7 @@ DATA   ?= .data
 PORT   ?= 9000
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test chaos bench lint venv clean
+.PHONY: run run-standalone test chaos bench lint venv clean
 
 venv: $(STAMP)
 
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# the default dev cluster: 4 node processes x 2 drives, 2+2 (any one node may die);
+# node i serves S3 on PORT+i
 run: venv
-	$(BIN)/shardfleet serve --data $(DATA) --drives 4 --ec 2+2 --address 127.0.0.1:$(PORT)
+	$(BIN)/shardfleet dev-cluster --nodes 4 --drives-per-node 2 --ec 2+2 --data $(DATA)/dev-cluster --base-port $(PORT)
+
+# one standalone node, 4 drives as 2+2, S3 on PORT
+run-standalone: venv
+	$(BIN)/shardfleet serve --data $(DATA)/standalone --drives 4 --ec 2+2 --address 127.0.0.1:$(PORT)
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -53,6 +53,7 @@ async def status(node: Node) -> dict[str, Any]:
             }
         )
     return {
+        "traffic": traffic(node),
         "node": node.config.node or "standalone",
         "cluster_id": node.layer.cluster_id,
         "majority": cluster.has_majority() if cluster else True,
@@ -60,6 +61,36 @@ async def status(node: Node) -> dict[str, Any]:
         if cluster
         else [{"node": "standalone", "state": "alive", "self": True}],
         "pools": [{"pool": p, "sets": sets} for p, sets in sorted(pools.items())],
+    }
+
+
+def traffic(node: Node) -> dict[str, float]:
+    """Cumulative request counters; `admin top` turns two samples into rates."""
+    m = node.metrics
+    requests = errors = 0.0
+    for metric in m.requests.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                requests += sample.value
+                if sample.labels.get("status", "200")[0] in "45":
+                    errors += sample.value
+    latency_sum = latency_count = 0.0
+    for metric in m.latency.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_sum"):
+                latency_sum += sample.value
+            elif sample.name.endswith("_count"):
+                latency_count += sample.value
+    return {
+        "requests": requests,
+        "errors": errors,
+        "bytes_in": m.bytes_in._value.get(),
+        "bytes_out": m.bytes_out._value.get(),
+        "inflight": m.inflight._value.get(),
+        "latency_sum": latency_sum,
+        "latency_count": latency_count,
+        "loop_lag": m.loop_lag._value.get(),
+        "time": time.time(),
     }
 
 

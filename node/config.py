@@ -152,22 +152,26 @@ class NodeConfig(BaseModel):
     def _consistent(self) -> NodeConfig:
         params = self.params
         if (self.cluster is None) != (self.node is None):
-            raise ValueError("a cluster node needs both the cluster section and --node")
+            raise ValueError("node: a cluster node needs both the [cluster] section and --node")
         if not self.drives:
-            raise ValueError("no drives given: use --data DIR --drives N or --drive PATH")
+            raise ValueError("drives: none given (use --data DIR --drives N or --drive PATH)")
         if self.cluster is None and len(self.drives) % params.n:
             raise ValueError(
-                f"{len(self.drives)} drives do not divide into sets of {params.n} ({params})"
+                f"drives: {len(self.drives)} drives do not divide into sets of {params.n} ({params})"
             )
         if len(set(self.drives)) != len(self.drives):
-            raise ValueError("the same drive path is listed twice")
+            raise ValueError("drives: the same drive path is listed twice")
         if self.write_quorum is not None:
-            params.check_write_quorum(self.write_quorum)
+            try:
+                params.check_write_quorum(self.write_quorum)
+            except ValueError as exc:
+                raise ValueError(f"write_quorum: {exc}") from None
         if (self.access_key is None) != (self.secret_key is None):
-            raise ValueError("set both the access key and the secret key, or neither")
+            raise ValueError("access_key/secret_key: set both, or neither")
         if self.dev_credentials and not self.is_loopback:
             raise ValueError(
-                f"refusing to listen on {self.address} with the printed development credentials: "
+                f"access_key/secret_key: refusing to listen on {self.address} with the printed "
+                "development credentials: "
                 f"set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
             )
         return self
@@ -207,9 +211,9 @@ class NodeConfig(BaseModel):
 def describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {msg}")
+        lines.append(f"  {where}: {msg}" if where else f"  {msg}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

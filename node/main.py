@@ -27,7 +27,9 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"])
     p.add_argument("--body-stall-timeout", type=float, help="seconds a request body may stall")
-    p.add_argument("--shutdown-grace", type=float, help="seconds in-flight requests get after SIGTERM")
+    p.add_argument(
+        "--shutdown-grace", type=float, help="seconds in-flight requests get after SIGTERM"
+    )
     p.add_argument("--node", help="in a cluster: which node of the config file this is")
 
 
@@ -61,6 +63,20 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--endpoint", default="http://127.0.0.1:9000")
     st.add_argument("--json", action="store_true")
     st.add_argument("--region", default="us-east-1")
+    top = asub.add_parser("top", help="live view of nodes, drives, sets and traffic")
+    top.add_argument(
+        "--endpoint", action="append", help="node endpoint (repeatable; default 127.0.0.1:9000)"
+    )
+    top.add_argument("--interval", type=float, default=1.0)
+    top.add_argument(
+        "--count", type=int, default=0, help="refreshes before exiting (0 = until Ctrl-C)"
+    )
+
+    config = sub.add_parser("config", help="configuration tools")
+    csub2 = config.add_subparsers(dest="config_command", required=True)
+    check = csub2.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    check.add_argument("--node", help="check as this node of the cluster (default: every node)")
 
 
 def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
@@ -158,6 +174,19 @@ def admin(args: argparse.Namespace) -> int:
 
     ak = os.environ.get(ENV_ACCESS_KEY, DEV_ACCESS_KEY)
     sk = os.environ.get(ENV_SECRET_KEY, DEV_SECRET_KEY)
+    if args.admin_command == "top":
+        from node.top import run
+
+        try:
+            return run(
+                args.endpoint or ["http://127.0.0.1:9000"],
+                ak,
+                sk,
+                interval=args.interval,
+                count=args.count,
+            )
+        except KeyboardInterrupt:
+            return 0
     status = fetch_status(args.endpoint, ak, sk, args.region)
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
@@ -181,13 +210,47 @@ def dev_cluster(args: argparse.Namespace) -> int:
         return 1
 
 
+def config_check(args: argparse.Namespace) -> int:
+    import tomllib
+
+    try:
+        raw = tomllib.loads(args.file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    nodes = (
+        [args.node]
+        if args.node
+        else [n.get("id") for n in raw.get("cluster", {}).get("nodes", [])] or [None]
+    )
+    failed = False
+    for node in nodes:
+        try:
+            cfg = load(args.file, {"node": node})
+        except ConfigError as exc:
+            failed = True
+            print(f"{args.file}{f' (node {node})' if node else ''}: {exc}", file=sys.stderr)
+            continue
+        where = f"node {node}: " if node else ""
+        print(
+            f"{args.file}: {where}ok ({cfg.ec} over {len(cfg.drives)} local drives, S3 on {cfg.address})"
+        )
+    return 2 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shardfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub)
     _cluster_args(sub)
     args = parser.parse_args(argv)
-    commands = {"serve": serve, "certs": certs, "admin": admin, "dev-cluster": dev_cluster}
+    commands = {
+        "serve": serve,
+        "certs": certs,
+        "admin": admin,
+        "dev-cluster": dev_cluster,
+        "config": config_check,
+    }
     return commands[args.command](args)
 
 

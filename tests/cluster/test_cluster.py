@@ -137,3 +137,26 @@ def test_kill_one_node_then_too_many_then_restart(dev_cluster):
         eventually(lambda c=c: read_all(c, "chaos", objects), timeout=30)
     eventually(lambda: s3[3].put_object(Bucket="chaos", Key="after", Body=b"back"))
     assert s3[0].get_object(Bucket="chaos", Key="after")["Body"].read() == b"back"
+
+
+def test_admin_top_renders_a_live_view(dev_cluster):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.main",
+            "admin",
+            "top",
+            "--count",
+            "2",
+            "--interval",
+            "0.2",
+            *[arg for ep in dev_cluster.endpoints[:2] for arg in ("--endpoint", ep)],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    for word in ("traffic", "node1", "alive", "erasure sets", "2+2"):
+        assert word in out.stdout
