@@ -1,0 +1,113 @@
+"""Transport settings: datagram size, windows, timeouts, backoff.
+
+Datagram size sets aioquic's speed. aioquic does its work per packet in Python, so bytes
+per second scale with bytes per packet (measured here: ~20 MB/s at 1452-byte datagrams,
+~70 at 9000, ~115 at 16384, see tests/bench/bench_transport.py for ours). It does not
+discover the path MTU, and it pads the client's first datagram to the full size, so the
+setting must fit the path, on both ends:
+
+    loopback (dev cluster, one host)          65000  (the default; UDP payload max is 65507)
+    jumbo-frame LAN, MTU 9000                  8952  (9000 - 40 IPv6 - 8 UDP; 8972 if IPv4 only)
+    ordinary LAN, MTU 1500                     1452  (1500 - 48; 1472 if IPv4 only)
+
+`TransportConfig.for_mtu(mtu)` computes the IPv6-safe value. A size above the path MTU
+fails loudly: Linux sets DF on UDP, so sendto() raises EMSGSIZE and the connect times out
+(ConnectFailed), rather than fragmenting silently.
+
+Memory bound per connection: at most `max_data` bytes received and not yet consumed
+(the connection window, which we only extend as the application reads), plus, per
+sending stream, `send_window` + one chunk queued in aioquic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1 << 20
+LOOPBACK_DATAGRAM_SIZE = 65000
+MIN_DATAGRAM_SIZE = 1200  # QUIC's floor (RFC 9000 section 14)
+MAX_DATAGRAM_SIZE = 65507  # the largest IPv4 UDP payload
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    max_datagram_size: int = LOOPBACK_DATAGRAM_SIZE
+    """Largest UDP payload we send. Must fit the path MTU; see the module docstring."""
+
+    max_data: int = 64 * MIB
+    """Connection receive window: bytes a peer may send us beyond what we consumed."""
+
+    max_stream_data: int = 8 * MIB
+    """Per-stream receive window. aioquic's default (1 MiB, then doubling) is replaced by
+    a window that only moves as the handler or caller reads."""
+
+    send_window: int = 8 * MIB
+    """Per-stream unacknowledged bytes after which `send()` waits (backpressure)."""
+
+    chunk_size: int = 1 * MIB
+    """Largest BODY frame we send; larger buffers are cut into frames of this size."""
+
+    congestion_control: str = "reno"
+    """aioquic's algorithm: "reno" or "cubic". On loopback and LANs they measure alike;
+    the windows and the datagram size are what matter."""
+
+    socket_buffer: int = 8 * MIB
+    """SO_SNDBUF/SO_RCVBUF asked of the kernel (capped by net.core.[rw]mem_max): a burst
+    of large datagrams must not overflow the receive queue and look like congestion."""
+
+    idle_timeout: float = 20.0
+    """A connection with no packet from the peer for this long is dead. Keepalive pings
+    go out every third of it, so only a dead or partitioned peer ever reaches it."""
+
+    connect_timeout: float = 5.0
+    """Handshake plus authentication, per attempt."""
+
+    auth_timeout: float = 5.0
+    """A server closes a connection that has not authenticated this long after its
+    handshake."""
+
+    call_timeout: float = 30.0
+    """Default deadline of `call()` when the caller gives none: until the reply header."""
+
+    stall_timeout: float = 30.0
+    """Longest wait without progress while streaming a body either way (credit for a
+    send, data for a read)."""
+
+    reconnect_backoff_base: float = 0.2
+    """First delay after a failed connect; doubles per failure (with jitter)."""
+
+    reconnect_backoff_max: float = 10.0
+    """Cap of the reconnect delay."""
+
+    max_header_size: int = 1 * MIB
+    """Largest HEADER frame accepted."""
+
+    def __post_init__(self) -> None:
+        if not MIN_DATAGRAM_SIZE <= self.max_datagram_size <= MAX_DATAGRAM_SIZE:
+            raise ValueError(
+                f"max_datagram_size must be within {MIN_DATAGRAM_SIZE}..{MAX_DATAGRAM_SIZE}"
+            )
+        if self.congestion_control not in ("reno", "cubic"):
+            raise ValueError("congestion_control must be 'reno' or 'cubic'")
+        for name in ("max_data", "max_stream_data", "send_window", "chunk_size"):
+            if getattr(self, name) < 64 * 1024:
+                raise ValueError(f"{name} must be at least 64 KiB")
+        if self.max_stream_data > self.max_data:
+            raise ValueError("max_stream_data must not exceed max_data")
+        for name in ("idle_timeout", "connect_timeout", "auth_timeout", "call_timeout",
+                     "stall_timeout", "reconnect_backoff_base", "reconnect_backoff_max"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    @staticmethod
+    def datagram_size_for_mtu(mtu: int) -> int:
+        """Largest QUIC datagram for a link MTU, safe for IPv6 (40 + 8 bytes of headers).
+
+        >>> TransportConfig.datagram_size_for_mtu(1500), TransportConfig.datagram_size_for_mtu(9000)
+        (1452, 8952)
+        """
+        return max(MIN_DATAGRAM_SIZE, min(MAX_DATAGRAM_SIZE, mtu - 48))
+
+    @classmethod
+    def for_mtu(cls, mtu: int, **kwargs: object) -> TransportConfig:
+        return cls(max_datagram_size=cls.datagram_size_for_mtu(mtu), **kwargs)  # type: ignore[arg-type]

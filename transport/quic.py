@@ -1,0 +1,263 @@
+"""The aioquic seam: connection flow control that follows consumption, and configurations.
+
+Everything that reaches into aioquic's internals lives here, so an aioquic upgrade has one
+file to check (written against aioquic 1.7.2):
+
+- `QuicConnection._write_stream_limits` / `_write_connection_limits` decide MAX_STREAM_DATA
+  and MAX_DATA. aioquic doubles them once half is *received*, whatever the application
+  did with the bytes, so a slow reader never slows the sender. We override both so the
+  limits are ``consumed + window`` (see `rpc_state.ReceiveWindow`).
+- `QuicStreamSender._buffer_start/_buffer_stop` give a stream's unacknowledged bytes
+  (queued or in flight), which `send()` uses for backpressure.
+- `QuicConnection.tls.client_random` is the per-connection value the auth proof binds to.
+- `QuicConnection._close_event` tells us at once that a close was sent or received;
+  aioquic only emits ConnectionTerminated after the 3-PTO draining period.
+
+aioquic's `QuicServer` builds plain `QuicConnection` objects; `upgrade()` turns one into a
+`FlowControlledConnection` in place (same layout, a subclass without new slots) before
+its first packet is processed.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aioquic.buffer import size_uint_var
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.stream import QuicStream
+from cryptography.hazmat.primitives import serialization
+
+from transport.config import TransportConfig
+from transport.rpc_state import ReceiveWindow
+from transport.tls import NodeIdentity
+
+ALPN = "shardfleet-rpc/1"
+_MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
+
+
+class FlowControlledConnection(QuicConnection):
+    """A QuicConnection whose receive windows move only as the application consumes.
+
+    The application calls `consume(stream_id, n)` for every stream byte it has taken off
+    its hands (header bytes at once, body bytes when the reader takes them) and
+    `release(stream_id)` when it no longer cares about a stream (then the window opens
+    freely so the peer can drain). Streams not yet seen by the application are tracked
+    from their first frame with nothing consumed.
+    """
+
+    _fc_windows: dict[int, ReceiveWindow]
+    _fc_released: set[int]
+    _fc_stream_window: int
+    _fc_conn: ReceiveWindow
+
+    def init_flow_control(self, *, stream_window: int, connection_window: int) -> None:
+        self._fc_windows = {}
+        self._fc_released = set()
+        self._fc_stream_window = stream_window
+        self._fc_conn = ReceiveWindow(connection_window)
+
+    @classmethod
+    def upgrade(
+        cls, quic: QuicConnection, *, stream_window: int, connection_window: int
+    ) -> FlowControlledConnection:
+        quic.__class__ = cls
+        assert isinstance(quic, FlowControlledConnection)
+        quic.init_flow_control(stream_window=stream_window, connection_window=connection_window)
+        return quic
+
+    # -- application side ----------------------------------------------------------------
+    def _window(self, stream_id: int) -> ReceiveWindow | None:
+        window = self._fc_windows.get(stream_id)
+        if window is None and stream_id not in self._fc_released:
+            window = self._fc_windows[stream_id] = ReceiveWindow(self._fc_stream_window)
+        return window
+
+    def deliver(self, stream_id: int, n: int) -> None:
+        """Record `n` stream bytes handed to the application (not yet consumed)."""
+        window = self._window(stream_id)
+        if window is not None:
+            window.delivered += n
+
+    def consume(self, stream_id: int, n: int) -> bool:
+        """Record `n` bytes the application is done with; True if a window update is due."""
+        window = self._window(stream_id)
+        if window is None:
+            return False
+        window.consume(n)
+        self._fc_conn.consume(n)  # exact value recomputed per packet; this keeps it current
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            current = stream.max_stream_data_local
+            if window.limit(current) != current:
+                return True
+        return self._fc_conn.limit(self._local_max_data.value) != self._local_max_data.value
+
+    def release(self, stream_id: int) -> None:
+        """The application is done reading `stream_id`: stop holding the peer back."""
+        self._fc_windows.pop(stream_id, None)
+        if stream_id in self._streams:
+            self._fc_released.add(stream_id)
+
+    def unacked_bytes(self, stream_id: int) -> int:
+        """Bytes written to the stream and not yet acknowledged (queued + in flight)."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return sender._buffer_stop - sender._buffer_start
+
+    def send_possible(self, stream_id: int) -> bool:
+        """False once the stream's sending side was reset (by us or a STOP_SENDING)."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return not self._stream_is_discarded(stream_id)
+        return stream.sender._reset_error_code is None and stream.sender._buffer_fin is None
+
+    @property
+    def closing(self) -> bool:
+        """A CONNECTION_CLOSE was sent or received (before aioquic's draining ends)."""
+        return self._close_event is not None
+
+    @property
+    def close_reason(self) -> tuple[int, str]:
+        event = self._close_event
+        return (event.error_code, event.reason_phrase) if event is not None else (0, "")
+
+    @property
+    def binding(self) -> bytes:
+        """The TLS ClientHello random: per connection, known to both ends."""
+        return self.tls.client_random
+
+    @property
+    def rtt(self) -> float | None:
+        loss = self._loss
+        return loss._rtt_smoothed if getattr(loss, "_rtt_initialized", False) else None
+
+    # -- overrides -----------------------------------------------------------------------
+    def _write_stream_limits(self, builder: Any, space: Any, stream: QuicStream) -> None:
+        sid = stream.stream_id
+        if sid in self._fc_released or not stream.max_stream_data_local:
+            # released, or a local unidirectional stream: behave like aioquic
+            super()._write_stream_limits(builder, space, stream)
+            return
+        if stream.receiver.is_finished:
+            return
+        window = self._fc_windows.get(sid)
+        if window is None:
+            window = self._fc_windows[sid] = ReceiveWindow(self._fc_stream_window)
+        stream.max_stream_data_local = window.limit(stream.max_stream_data_local)
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(sid)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+    def _write_stream_frame(
+        self, builder: Any, space: Any, stream: QuicStream, max_offset: int
+    ) -> int:
+        """aioquic's STREAM frame writer with a correct length field.
+
+        aioquic writes the data length as a 2-byte varint (`push_uint16(len | 0x4000)`),
+        which silently corrupts any frame of 16384 bytes or more: with datagrams above
+        ~16 KiB the peer fails with "Failed to parse frame". That is the real ceiling
+        behind "aioquic tops out at 16 KiB datagrams". We reserve and write a 4-byte
+        varint instead, so one frame can fill a 65000-byte datagram.
+        """
+        sender = stream.sender
+        offset = sender.next_offset
+        overhead = 1 + size_uint_var(stream.stream_id) + (size_uint_var(offset) if offset else 0)
+        overhead += 4
+        previous_send_highest = sender.highest_offset
+        frame = sender.get_frame(builder.remaining_flight_space - overhead, max_offset)
+        if frame is None:
+            return 0
+        frame_type = QuicFrameType.STREAM_BASE | 2  # explicit length
+        if frame.offset:
+            frame_type |= 4
+        if frame.fin:
+            frame_type |= 1
+        buf = builder.start_frame(
+            frame_type,
+            capacity=overhead,
+            handler=sender.on_data_delivery,
+            handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin),
+        )
+        buf.push_uint_var(stream.stream_id)
+        if frame.offset:
+            buf.push_uint_var(frame.offset)
+        buf.push_uint32(len(frame.data) | 0x80000000)  # 4-byte varint
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id)
+            )
+        return sender.highest_offset - previous_send_highest
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        limit = self._local_max_data
+        # Bytes received and not consumed: per live stream from aioquic's highest offset
+        # (which counts out-of-order bytes too), per stream aioquic already discarded from
+        # what it delivered to us. Released streams count as consumed.
+        outstanding = 0
+        for sid, stream in self._streams.items():
+            if sid not in self._fc_released and stream.receiver.highest_offset:
+                window = self._window(sid)
+                assert window is not None
+                received = max(stream.receiver.highest_offset, window.delivered)
+                outstanding += received - window.consumed
+        for sid, window in list(self._fc_windows.items()):
+            if sid not in self._streams:
+                if window.delivered > window.consumed:
+                    outstanding += window.delivered - window.consumed
+                else:
+                    del self._fc_windows[sid]  # gone and nothing pending
+        if self._fc_released:
+            self._fc_released.intersection_update(self._streams)
+        self._fc_conn.consumed = limit.used - outstanding
+        limit.value = max(limit.value, self._fc_conn.limit(limit.value))
+        # aioquic doubles MAX_DATA when half is used; hide `used` from it for this call so
+        # only our consumption-based value goes out (and MAX_STREAMS handling stays its own).
+        used, limit.used = limit.used, 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            limit.used = used
+
+
+def _base_configuration(config: TransportConfig, *, is_client: bool) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[ALPN],
+        max_datagram_size=config.max_datagram_size,
+        max_data=config.max_data,
+        max_stream_data=config.max_stream_data,
+        idle_timeout=config.idle_timeout,
+        congestion_control_algorithm=config.congestion_control,
+    )
+
+
+def server_configuration(identity: NodeIdentity, config: TransportConfig) -> QuicConfiguration:
+    """TLS server side: our node cert and key. (aioquic cannot request client certs.)"""
+    conf = _base_configuration(config, is_client=False)
+    conf.certificate = identity.cert
+    conf.private_key = identity.key
+    return conf
+
+
+def client_configuration(
+    identity: NodeIdentity, config: TransportConfig, server_name: str
+) -> QuicConfiguration:
+    """TLS client side: trust only the cluster CA, and require the peer's node id."""
+    conf = _base_configuration(config, is_client=True)
+    conf.verify_mode = ssl.CERT_REQUIRED
+    conf.cadata = identity.ca_cert.public_bytes(serialization.Encoding.PEM)
+    conf.server_name = server_name
+    return conf
