@@ -142,6 +142,7 @@ class Heartbeat:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
+        self.on_alive: list[Callable[[str], None]] = []  # called when a peer comes (back)
 
     async def _one(self, peer: str) -> None:
         try:
@@ -160,6 +161,9 @@ class Heartbeat:
         for peer, old, new in self.view.tick(self._clock()):
             level = logging.INFO if new is PeerState.ALIVE else logging.WARNING
             log.log(level, "node %s: %s -> %s", peer, old, new)
+            if new is PeerState.ALIVE:
+                for hook in self.on_alive:
+                    hook(peer)
         self.rounds += 1
 
     async def run(self) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
+from healing.buckets import BucketSync
 from node.config import NodeConfig
 from node.metrics import Metrics
 
@@ -203,6 +204,10 @@ class Node:
         await site.start()
         host, port = self.runner.addresses[0][:2]
         self.endpoint = f"http://{host}:{port}"
+        self.bucket_sync = BucketSync(self.layer.sets, interval=self.config.bucket_sync_interval)
+        self._spawn(self.bucket_sync.run_forever(self._stopping))
+        if self.cluster is not None:
+            self.cluster.heartbeat.on_alive.append(lambda peer: self.bucket_sync.wake())
         self._spawn(self._probe_drives())
         self._spawn(self.metrics.watch_loop_lag())
         self._spawn(self._sweep_orphans(started))

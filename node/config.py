@@ -117,6 +117,8 @@ class NodeConfig(BaseModel):
     log_format: Literal["text", "json"] = "text"
     body_stall_timeout: float = Field(default=60.0, gt=0, le=3600)
     """Seconds a client may send nothing in the middle of a request body."""
+    bucket_sync_interval: float = Field(default=15.0, gt=0, le=3600)
+    """Seconds between passes that give drives the buckets they missed while offline."""
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     """Seconds in-flight requests get to finish after SIGTERM."""
 

@@ -33,6 +33,7 @@ class DevClusterSpec:
     host: str = "127.0.0.1"
     heartbeat: float = 1.0
     offline_after: float = 10.0
+    bucket_sync_interval: float = 15.0
 
     def node_id(self, i: int) -> str:
         return f"node{i}"
@@ -59,6 +60,7 @@ def write_cluster_files(spec: DevClusterSpec) -> Path:
             files.key.rename(certs / f"{spec.node_id(i)}.key")
     lines = [
         f'ec = "{spec.ec}"',
+        f"bucket_sync_interval = {spec.bucket_sync_interval}",
         "",
         "[cluster]",
         'name = "dev"',

@@ -160,3 +160,22 @@ def test_admin_top_renders_a_live_view(dev_cluster):
     assert out.returncode == 0, out.stderr
     for word in ("traffic", "node1", "alive", "erasure sets", "2+2"):
         assert word in out.stdout
+
+
+def test_node_that_was_down_catches_up_on_buckets(dev_cluster):
+    from tests.support.shards import version_dirs
+
+    s3 = [client(ep) for ep in dev_cluster.endpoints]
+    dev_cluster.kill_node(4)
+    eventually(lambda: s3[0].create_bucket(Bucket="made-while-down"))
+    dev_cluster.start_node(4)
+    dev_cluster.wait_ready([4], timeout=60)
+    assert "made-while-down" in [b["Name"] for b in s3[3].list_buckets()["Buckets"]]
+    node4 = [dev_cluster.spec.data / "node4" / f"drive{d}" for d in (1, 2)]
+
+    def shards_reach_node4() -> None:
+        key = f"big-{time.monotonic_ns()}"
+        s3[3].put_object(Bucket="made-while-down", Key=key, Body=os.urandom(300_000))
+        assert sum(len(version_dirs(d, "made-while-down")) for d in node4) >= 1
+
+    eventually(shards_reach_node4, timeout=30)
