@@ -48,6 +48,7 @@ class ReadHandle:
     holders: list[int]  # set positions whose metadata matches the chosen version
     records: dict[int, MetaRecord]
     missing: list[int]  # positions that do not hold this version
+    eset: ErasureSet | None = None  # the set it was found in
 
 
 def resolve(
@@ -80,7 +81,7 @@ class Getter:
         meta = resolve(results, errors, self.eset.read_quorum, len(drives))
         holders = [i for i, r in results.items() if r.meta.order == meta.order]
         missing = [i for i in range(len(drives)) if i not in holders]
-        return ReadHandle(bucket, key, meta, sorted(holders), results, missing)
+        return ReadHandle(bucket, key, meta, sorted(holders), results, missing, self.eset)
 
     def report(self, handle: ReadHandle, bad: list[int]) -> None:
         if bad:

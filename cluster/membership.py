@@ -49,6 +49,7 @@ class _Peer:
     last_seen: float | None = None
     failed: bool = True  # no answer yet: not alive until it has answered once
     state: PeerState = PeerState.SUSPECT
+    counted: bool = True  # part of the majority denominator
 
 
 class MembershipView:
@@ -60,6 +61,14 @@ class MembershipView:
         self._started = now
         self._peers = {p: _Peer() for p in peers if p != self_id}
 
+    def add_peer(self, peer: str, now: float) -> None:
+        """A node of a new pool: suspect until it answers, and not counted in the majority
+        until it has answered once (a pool announced before its nodes start must not cost
+        the running cluster its majority)."""
+        if peer != self.self_id and peer not in self._peers:
+            self._peers[peer] = _Peer(counted=False)
+            self._started = min(self._started, now)
+
     @property
     def peers(self) -> list[str]:
         return sorted(self._peers)
@@ -69,6 +78,7 @@ class MembershipView:
         if p is not None:
             p.last_seen = now
             p.failed = False
+            p.counted = True
 
     def call_failed(self, peer: str) -> None:
         p = self._peers.get(peer)
@@ -76,8 +86,9 @@ class MembershipView:
             p.failed = True
 
     def has_majority(self, now: float) -> bool:
-        alive = 1 + sum(self._raw_alive(p, now) for p in self._peers.values())
-        return alive * 2 > len(self._peers) + 1
+        counted = [p for p in self._peers.values() if p.counted]
+        alive = 1 + sum(self._raw_alive(p, now) for p in counted)
+        return alive * 2 > len(counted) + 1
 
     def _raw_alive(self, p: _Peer, now: float) -> bool:
         return (

@@ -18,6 +18,7 @@ from cluster.errors import (
     BucketNotEmpty,
     ClusterPartitioned,
     NoSuchBucket,
+    NoSuchKey,
     ReadQuorumLost,
     WriteQuorumLost,
 )
@@ -59,6 +60,7 @@ class ObjectLayer:
         self._on_partial = on_partial or _log_hook("write missed drives")
         self._on_degraded = on_degraded or _log_hook("degraded read")
         self._write_gate = write_gate
+        self.pool_free: dict[int, int] = {}  # free bytes per pool, refreshed by the node
 
     def _check_writable(self) -> None:
         """A node cut off from the cluster's majority must not accept writes it cannot make
@@ -67,8 +69,60 @@ class ObjectLayer:
             raise ClusterPartitioned("this node cannot see a majority of the cluster")
 
     # -- placement ----------------------------------------------------------------------
-    def set_for(self, bucket: str, key: str) -> ErasureSet:
-        return self.sets[set_index(self.cluster_id, bucket, key, len(self.sets))]
+    @property
+    def pools(self) -> dict[int, list[ErasureSet]]:
+        pools: dict[int, list[ErasureSet]] = {}
+        for eset in self.sets:
+            pools.setdefault(eset.pool, []).append(eset)
+        return pools
+
+    def add_sets(self, sets: Sequence[ErasureSet]) -> None:
+        """A new pool joins: its sets take new objects; nothing already stored moves."""
+        self.sets.extend(sets)
+
+    def set_for(self, bucket: str, key: str, pool: int | None = None) -> ErasureSet:
+        """The set of `key` within a pool (by default the first): hash mod the pool's set
+        count, which is fixed when the pool is formed."""
+        pools = self.pools
+        sets = pools[pool if pool is not None else min(pools)]
+        return sets[set_index(self.cluster_id, bucket, key, len(sets))]
+
+    async def _pool_for_put(self, bucket: str, key: str) -> int:
+        """Where a PUT goes: the pool that already holds the key (an overwrite stays in its
+        pool), else the pool with the most free space."""
+        pools = self.pools
+        if len(pools) == 1:
+            return next(iter(pools))
+        try:
+            found = await self._find_all(bucket, key)
+            return max(found, key=lambda h: h.meta.order).eset.pool  # type: ignore[union-attr]
+        except NoSuchKey:
+            pass
+        unmeasured = [p for p in pools if p not in self.pool_free]
+        if unmeasured:
+            return max(unmeasured)  # a pool just added: nothing measured yet, and empty
+        most = max(self.pool_free[p] for p in pools)
+        # pools within 5% of the most free space count as equal: the newest takes it (it
+        # was added for capacity, and pools sharing one file system report the same space)
+        return max(p for p in pools if self.pool_free[p] >= most * 0.95)
+
+    async def _find_all(self, bucket: str, key: str) -> list[ReadHandle]:
+        """The key's handle in every pool that has it (at least one); raises NoSuchKey when
+        none has it, and any other error of any pool."""
+        pools = sorted(self.pools)
+        outcomes = await asyncio.gather(
+            *(self._getter(bucket, key, p).open(bucket, key) for p in pools), return_exceptions=True
+        )
+        found = [o for o in outcomes if isinstance(o, ReadHandle)]
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        hard = [o for o in failures if not isinstance(o, NoSuchKey | NoSuchBucket)]
+        if hard:
+            raise hard[0]  # a pool we cannot read may hold a newer version: never serve stale
+        if found:
+            return found
+        if all(isinstance(o, NoSuchBucket) for o in failures):
+            raise NoSuchBucket(bucket)
+        raise NoSuchKey(key)
 
     @property
     def all_drives(self) -> list:
@@ -160,24 +214,33 @@ class ObjectLayer:
     # -- objects ------------------------------------------------------------------------
     async def put_object(self, req: PutRequest, body: Body) -> ObjectMeta:
         self._check_writable()
-        eset = self.set_for(req.bucket, req.key)
+        pool = await self._pool_for_put(req.bucket, req.key)
+        eset = self.set_for(req.bucket, req.key, pool)
         return await Putter(eset, self.clock, self._on_partial).put(req, body)
 
     async def open_object(self, bucket: str, key: str) -> ReadHandle:
-        handle = await self._getter(bucket, key).open(bucket, key)
+        if len(self.pools) == 1:
+            handle = await self._getter(bucket, key).open(bucket, key)
+        else:
+            handle = max(await self._find_all(bucket, key), key=lambda h: h.meta.order)
         self.clock.observe(handle.meta.mtime)
         return handle
 
     def read_object(self, handle: ReadHandle, start: int, end: int) -> AsyncIterator[Chunk]:
-        return self._getter(handle.bucket, handle.key).stream(handle, start, end)
+        eset = handle.eset or self.set_for(handle.bucket, handle.key)
+        return Getter(eset, self._on_degraded).stream(handle, start, end)
 
-    def _getter(self, bucket: str, key: str) -> Getter:
-        return Getter(self.set_for(bucket, key), self._on_degraded)
+    def _getter(self, bucket: str, key: str, pool: int | None = None) -> Getter:
+        return Getter(self.set_for(bucket, key, pool), self._on_degraded)
 
     async def delete_object(self, bucket: str, key: str) -> None:
-        """Idempotent: deleting a missing key succeeds, as in S3."""
+        """Idempotent: deleting a missing key succeeds, as in S3. Removes the key from every
+        pool (an older copy in another pool must not reappear)."""
         self._check_writable()
-        eset = self.set_for(bucket, key)
+        for pool in sorted(self.pools):
+            await self._delete_in(self.set_for(bucket, key, pool), bucket, key)
+
+    async def _delete_in(self, eset: ErasureSet, bucket: str, key: str) -> None:
         ok, errors = await fan_out(
             [(lambda d=d: d.delete(bucket, key)) for d in eset.drives],
             timeout=eset.timeouts.meta,

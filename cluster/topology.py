@@ -128,3 +128,62 @@ def drive_id(cluster_id: str, pool: int, node: str, path: str) -> str:
     import uuid
 
     return uuid.uuid5(uuid.UUID(cluster_id), f"{pool}/{node}/{path}").hex
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTopology:
+    """Every pool of the cluster, versioned. Pool 0 comes from the cluster file; pools
+    added later (admin add-pool) live in this document, kept on every node's drives and
+    handed to joining nodes. A pool's sets never change once formed, so neither does
+    where an object already stored lives."""
+
+    version: int
+    pools: tuple[tuple[NodeSpec, ...], ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "pools": [
+                    [asdict(n) | {"drives": list(n.drives)} for n in pool] for pool in self.pools
+                ],
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterTopology:
+        data = json.loads(text)
+        pools = tuple(
+            tuple(NodeSpec(n["id"], n["s3"], n["rpc"], tuple(n["drives"])) for n in pool)
+            for pool in data["pools"]
+        )
+        return cls(int(data["version"]), pools)
+
+    def node(self, node_id: str) -> tuple[int, NodeSpec] | None:
+        for index, pool in enumerate(self.pools):
+            for spec in pool:
+                if spec.id == node_id:
+                    return index, spec
+        return None
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.id for pool in self.pools for n in pool]
+
+    def with_pool(self, nodes: list[NodeSpec], n: int) -> ClusterTopology:
+        """A new version with one more pool; refuses duplicates and pools that cannot form sets."""
+        if not nodes:
+            raise ValueError("a pool needs at least one node")
+        taken = {(x.id) for pool in self.pools for x in pool}
+        addresses = {a for pool in self.pools for x in pool for a in (x.s3, x.rpc)}
+        for spec in nodes:
+            if spec.id in taken:
+                raise ValueError(f"node id {spec.id!r} is already in the cluster")
+            if spec.s3 in addresses or spec.rpc in addresses:
+                raise ValueError(f"node {spec.id}: address already used by another node")
+            taken.add(spec.id)
+            addresses |= {spec.s3, spec.rpc}
+        form_sets(list(nodes), n)  # raises if the drives do not divide into sets
+        return ClusterTopology(self.version + 1, (*self.pools, tuple(nodes)))

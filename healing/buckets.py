@@ -5,7 +5,8 @@ it, and would then refuse every write into that bucket; one that was offline dur
 delete keeps a stale bucket. Each pass lists the buckets of every drive of a set and, when
 enough drives answered to decide (the write quorum), creates the buckets that at least k
 drives hold on the drives that lack them, and drops from a drive the buckets fewer than k
-drives still hold (that is how listing and lookups see them too).
+drives still hold (that is how listing and lookups see them too). The first set of the
+first pool is the reference for every other set, so a pool added later gets every bucket.
 
 A create or delete in flight looks exactly like a drive that missed one, so a fix is
 applied only when the same discrepancy was already seen by the previous pass, an interval
@@ -36,29 +37,42 @@ class BucketSync(Worker):
         self._now: set[tuple[int, int, int, str, bool]] = set()
 
     async def run_once(self) -> tuple[int, int]:
-        created = removed = 0
+        sets = list(self.sets)
+        if not sets:
+            return 0, 0
         self._now = set()
-        for eset in list(self.sets):
-            c, r = await self._sync_set(eset)
-            created += c
-            removed += r
+        views = [await self._views(eset) for eset in sets]
+        if views[0] is None:
+            return 0, 0  # the reference set cannot decide: try again next pass
+        stamps: dict[str, list[int]] = {}
+        for buckets in views[0].values():
+            for name, created in buckets.items():
+                stamps.setdefault(name, []).append(created)
+        truth = {
+            name: min(seen) for name, seen in stamps.items() if len(seen) >= sets[0].read_quorum
+        }
+        created = removed = 0
+        for eset, view in zip(sets, views, strict=True):
+            if view is not None:
+                c, r = await self._fix(eset, view, truth)
+                created += c
+                removed += r
         self._seen = self._now
         self.created += created
         self.removed += removed
         return created, removed
 
-    async def _sync_set(self, eset: ErasureSet) -> tuple[int, int]:
-        t = eset.timeouts
-        views, _ = await fan_out([d.list_buckets for d in eset.drives], timeout=t.meta)
-        if len(views) < eset.write_quorum:
-            return 0, 0
-        stamps: dict[str, list[int]] = {}
-        for buckets in views.values():
-            for name, created in buckets.items():
-                stamps.setdefault(name, []).append(created)
+    async def _views(self, eset: ErasureSet) -> dict[int, dict[str, int]] | None:
+        views, _ = await fan_out([d.list_buckets for d in eset.drives], timeout=eset.timeouts.meta)
+        return views if len(views) >= eset.write_quorum else None
+
+    async def _fix(
+        self, eset: ErasureSet, views: dict[int, dict[str, int]], truth: dict[str, int]
+    ) -> tuple[int, int]:
         created = removed = 0
-        for name, seen in stamps.items():
-            agreed = len(seen) >= eset.read_quorum
+        names = set(truth).union(*views.values())
+        for name in sorted(names):
+            agreed = name in truth
             for pos, buckets in views.items():
                 drive = eset.drives[pos]
                 if agreed == (name in buckets):
@@ -69,7 +83,7 @@ class BucketSync(Worker):
                     continue  # maybe an operation in flight: look again next pass
                 try:
                     if agreed:
-                        await drive.make_bucket(name, min(seen))
+                        await drive.make_bucket(name, truth[name])
                         created += 1
                         log.info("bucket %s restored on drive %s", name, drive.endpoint)
                     else:

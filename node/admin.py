@@ -5,7 +5,9 @@ The path prefix cannot collide with S3: '_' is not allowed in bucket names.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -14,12 +16,20 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from node.s3.context import split_query
-from node.s3.errors import AccessDenied, S3Error, from_internal
+from node.s3.errors import (
+    AccessDenied,
+    InvalidRequest,
+    S3Error,
+    XAmzContentSHA256Mismatch,
+    from_internal,
+)
 from node.s3.router import error_response, new_request_id
 from node.s3.sigv4 import RequestView, verify_request
 
 if TYPE_CHECKING:
     from node.app import Node
+
+log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_shardfleet/admin/"
 
@@ -94,6 +104,42 @@ def traffic(node: Node) -> dict[str, float]:
     }
 
 
+MAX_ADMIN_BODY = 1 << 20
+
+
+async def add_pool(node: Node, body: bytes) -> dict[str, Any]:
+    """Adds a pool of new nodes: validated, applied here, pushed to every peer. Existing
+    pools and the objects in them do not change; new objects prefer the pool with the most
+    free space. The new nodes then start with the cluster file and find their place from a
+    seed."""
+    from pydantic import ValidationError
+
+    from cluster.topology import NodeSpec
+    from node.config import ClusterNode
+
+    cluster = node.cluster
+    if cluster is None:
+        raise InvalidRequest("a standalone node has no pools to add to")
+    try:
+        doc = json.loads(body)
+        entries = [ClusterNode.model_validate(n) for n in doc["nodes"]]
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise InvalidRequest(f"bad pool description: {exc}") from None
+    specs = [NodeSpec(e.id, e.s3, e.rpc, tuple(e.drives)) for e in entries]
+    try:
+        new = cluster.topology.with_pool(specs, node.config.params.n)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    added = await cluster.apply_async(new)
+    pushed = await cluster.push_topology()
+    return {
+        "pool": len(new.pools) - 1,
+        "version": new.version,
+        "sets": len(added),
+        "pushed": pushed,
+    }
+
+
 async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
     request_id = new_request_id()
     raw_path, _, raw_query = request.raw_path.partition("?")
@@ -105,9 +151,23 @@ async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
         what = request.path[len(ADMIN_PREFIX) :]
         if request.method == "GET" and what == "status":
             return web.json_response(await status(node), headers={"x-amz-request-id": request_id})
+        if request.method == "POST" and what == "pools":
+            body = await request.content.read(MAX_ADMIN_BODY + 1)
+            if len(body) > MAX_ADMIN_BODY:
+                raise InvalidRequest("admin request body too large")
+            if (
+                auth.payload_mode == "SHA256"
+                and hashlib.sha256(body).hexdigest() != auth.expected_sha256
+            ):
+                raise XAmzContentSHA256Mismatch()
+            return web.json_response(
+                await add_pool(node, body), headers={"x-amz-request-id": request_id}
+            )
         return web.json_response({"error": f"no admin call {request.method} {what}"}, status=404)
     except Exception as exc:
         err: S3Error = from_internal(exc)
+        if err.status >= 500:
+            log.error("admin request %s %s failed", request_id, request.path, exc_info=exc)
         return error_response(err, request.method, request.path, request_id)
 
 
@@ -123,6 +183,26 @@ def fetch_status(
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(
+            f"shardfleet admin: {endpoint} answered {exc.code}: {exc.read().decode(errors='replace')[:500]}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+
+
+def post_pool(
+    endpoint: str, access_key: str, secret_key: str, nodes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    from node.s3.signer import sign
+
+    url = endpoint.rstrip("/") + ADMIN_PREFIX + "pools"
+    body = json.dumps({"nodes": nodes}).encode()
+    headers = sign("POST", url, access_key, secret_key, body=body)
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raise SystemExit(

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -25,19 +26,21 @@ from node.config import NodeConfig
 from node.metrics import Metrics
 
 if TYPE_CHECKING:
+    from cluster.topology import ClusterTopology
     from node.clusterwire import ClusterRuntime
 from node.admin import ADMIN_PREFIX, admin_api
 from node.s3.context import S3Services
 from node.s3.errors import ServiceUnavailable
 from node.s3.router import error_response, make_handler, new_request_id
 from node.s3.server import S3Server
-from node.storage.format import open_drives
+from node.storage.format import FormatError, open_drives
 from node.storage.local_drive import LocalDrive
 
 log = logging.getLogger(__name__)
 
 DRIVE_PROBE_INTERVAL = 2.0
-CANCEL_WAIT = 5.0  # after the grace: how long cancelled requests get to clean up
+CANCEL_WAIT = 5.0
+POOL_FREE_INTERVAL = 30.0  # after the grace: how long cancelled requests get to clean up
 
 
 class Node:
@@ -48,6 +51,7 @@ class Node:
         )
         self.layer: ObjectLayer | None = None
         self.cluster: ClusterRuntime | None = None
+        self._topology: ClusterTopology | None = None
         self.runner: web.ServerRunner | None = None
         self.endpoint = ""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,10 +63,36 @@ class Node:
     def _open_cluster(self) -> ObjectLayer:
         from node import clusterwire
 
-        self.cluster = clusterwire.build(self.config, self.io_pool)
+        assert self._topology is not None
+        self.cluster = clusterwire.build(self.config, self.io_pool, self._topology)
         for warning in self.cluster.warnings:
             log.warning("topology: %s", warning)
-        return ObjectLayer(self.cluster.sets, write_gate=self.cluster.has_majority)
+        layer = ObjectLayer(self.cluster.sets, write_gate=self.cluster.has_majority)
+        self.cluster.on_new_sets.append(layer.add_sets)
+        return layer
+
+    async def _resolve_topology(self) -> None:
+        """Pool-0 nodes read the topology from their drives; a node of a later pool asks a
+        seed, then takes its drives and S3 address from its entry there."""
+        from node import clusterwire
+
+        config = self.config
+        pool0 = clusterwire.first_pool(config)
+        mine = [d for spec in pool0 if spec.id == config.node for d in spec.drives]
+        if mine:
+            self._topology = clusterwire.stored_topology(config, mine)
+            return
+        topology = await clusterwire.fetch_topology(config, config.seeds)
+        found = topology.node(config.node or "")
+        if found is None:
+            raise FormatError(
+                f"node {config.node!r} is in no pool of the cluster (ask admin add-pool first)"
+            )
+        spec = found[1]
+        self.config = config.model_copy(
+            update={"drives": [Path(d) for d in spec.drives], "address": spec.s3}
+        )
+        self._topology = topology
 
     def _open(self) -> ObjectLayer:
         if self.config.cluster is not None:
@@ -191,6 +221,8 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> str:
         started = time.time()
+        if self.config.cluster is not None:
+            await self._resolve_topology()
         self.layer = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._open)
         if self.cluster is not None:
             await self.cluster.endpoint.start()
@@ -209,6 +241,8 @@ class Node:
         if self.cluster is not None:
             self.cluster.heartbeat.on_alive.append(lambda peer: self.bucket_sync.wake())
         self._spawn(self._probe_drives())
+        if self.cluster is not None:
+            self._spawn(self._refresh_pool_free())
         self._spawn(self.metrics.watch_loop_lag())
         self._spawn(self._sweep_orphans(started))
         return self.endpoint
@@ -225,6 +259,19 @@ class Node:
                     await drive.check()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), DRIVE_PROBE_INTERVAL)
+
+    async def _refresh_pool_free(self) -> None:
+        """Free space per pool, for placing new objects (the emptiest pool takes them)."""
+        while not self._stopping.is_set():
+            assert self.layer is not None
+            for pool, sets in self.layer.pools.items():
+                infos = await asyncio.gather(
+                    *(d.info() for s in sets for d in s.drives if d.online), return_exceptions=True
+                )
+                free = sum(i.free for i in infos if not isinstance(i, BaseException))
+                self.layer.pool_free[pool] = free
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), POOL_FREE_INTERVAL)
 
     async def _sweep_orphans(self, older_than: float) -> None:
         loop = asyncio.get_running_loop()

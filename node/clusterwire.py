@@ -1,34 +1,48 @@
-"""Wiring a cluster node: layout from the cluster file, local and remote drives, the RPC
-endpoint with its handlers, and membership.
+"""Wiring a cluster node: topology, local and remote drives, the RPC endpoint with its
+handlers, membership, and pools added while the cluster runs.
 
-Every node derives the same layout from the same cluster file (sets interleaved across
-nodes, drive ids derived from the cluster id), so no coordination is needed to form the
-cluster: each node formats only its own drives, and checks that drives already formatted
-agree with the file.
+Every node derives the same layout from the same topology (pool 0 from the cluster file,
+later pools from the topology document), sets interleaved across nodes and drive ids
+derived from the cluster id, so no coordination is needed to form a pool: each node
+formats only its own drives and checks that drives already formatted agree.
+
+The topology document is kept in `topology.json` on every local drive. A node learns a
+newer one three ways: `admin add-pool` pushes it, a heartbeat answer carries a higher
+version (a node that was down fetches it), or, for a node of a new pool starting for the
+first time, from a seed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import json
+import logging
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from transport.endpoint import Peer, Request, Response, RpcEndpoint
-from transport.tls import TlsFiles
-
-from cluster.drive import Drive
+from cluster.drive import Drive, OfflineDrive
 from cluster.drive_rpc import RemoteDrive, drive_handlers
 from cluster.erasure_set import ErasureSet
 from cluster.membership import Heartbeat, MembershipConfig, MembershipView
-from cluster.topology import NodeSpec, form_sets, pool_formats, shards_per_node
+from cluster.topology import ClusterTopology, NodeSpec, form_sets, pool_formats, shards_per_node
 from node.config import NodeConfig
 from node.storage.format import FormatError, open_assigned
+from node.storage.fsutil import atomic_write
+from node.storage.local_drive import LocalDrive
+from transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, TransportConfig
+from transport.tls import TlsFiles
+
+log = logging.getLogger(__name__)
 
 PING = "member.ping"
+TOPOLOGY_GET = "cluster.topology.get"
+TOPOLOGY_PUT = "cluster.topology.put"
+TOPOLOGY_FILE = "topology.json"
 
 
 def cluster_id_for(name: str, ca_cert: Path) -> str:
@@ -41,8 +55,79 @@ def cluster_id_for(name: str, ca_cert: Path) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"shardfleet:{name}:{fingerprint}").hex
 
 
+def first_pool(config: NodeConfig) -> tuple[NodeSpec, ...]:
+    assert config.cluster is not None
+    return tuple(NodeSpec(n.id, n.s3, n.rpc, tuple(n.drives)) for n in config.cluster.nodes)
+
+
+def stored_topology(config: NodeConfig, drives: list[str]) -> ClusterTopology:
+    """The newest topology on these drive paths, or pool 0 alone (version 0)."""
+    best = ClusterTopology(0, (first_pool(config),))
+    for path in drives:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            doc = ClusterTopology.from_json((Path(path) / TOPOLOGY_FILE).read_text())
+            if doc.version > best.version:
+                best = doc
+    if best.pools[0] != first_pool(config):
+        raise FormatError(
+            "the cluster file's node list differs from the first pool the drives record"
+        )
+    return best
+
+
+def transport_config(config: NodeConfig) -> TransportConfig:
+    assert config.cluster is not None
+    size = config.cluster.max_datagram_size
+    return TransportConfig(**({"max_datagram_size": size} if size else {}))
+
+
+def tls_files(config: NodeConfig) -> TlsFiles:
+    assert config.cluster is not None and config.node is not None
+    tls = config.cluster.tls.for_node(config.node)
+    return TlsFiles(ca_cert=tls.ca, cert=tls.cert, key=tls.key)
+
+
+async def fetch_topology(
+    config: NodeConfig, seeds: list[str], timeout: float = 10.0
+) -> ClusterTopology:
+    """Asks seeds (HOST:PORT of their QUIC endpoints) for the topology, from a throwaway
+    client endpoint: a node of a new pool does not know its own addresses yet."""
+    assert config.node is not None
+    client = RpcEndpoint(
+        node_id=config.node,
+        tls=tls_files(config),
+        host="0.0.0.0",
+        port=0,
+        config=transport_config(config),
+    )
+    await client.start()
+    errors = []
+    try:
+        for seed in seeds:
+            host, _, port = seed.rpartition(":")
+            for spec in (s for pool in [first_pool(config)] for s in pool):
+                if spec.rpc == seed:
+                    name = spec.id
+                    break
+            else:
+                name = host
+            try:
+                reply = await client.call(
+                    Peer(name, host.strip("[]"), int(port)), TOPOLOGY_GET, {}, None, timeout=timeout
+                )
+                return ClusterTopology.from_json(reply.header["topology"])
+            except Exception as exc:  # try the next seed
+                errors.append(f"{seed}: {type(exc).__name__}: {exc}")
+    finally:
+        await client.close()
+    raise FormatError("no seed answered with the cluster topology: " + "; ".join(errors))
+
+
 @dataclass(slots=True)
 class ClusterRuntime:
+    config: NodeConfig
+    cluster_id: str
+    topology: ClusterTopology
     endpoint: RpcEndpoint
     view: MembershipView
     heartbeat: Heartbeat
@@ -50,94 +135,210 @@ class ClusterRuntime:
     local: dict[Path, Drive]
     peers: dict[str, Peer]
     warnings: list[str]
+    io_pool: Executor
+    on_new_sets: list = field(default_factory=list)  # callbacks(list[ErasureSet])
+    served: dict[str, Drive] = field(default_factory=dict)
+    _handlers_registered: bool = False
+    _fetching: bool = False
 
     def has_majority(self) -> bool:
         return self.view.has_majority(time.monotonic())
 
+    def _pool_sets(
+        self, pool: int, nodes: tuple[NodeSpec, ...]
+    ) -> tuple[list[ErasureSet], dict[Path, Drive]]:
+        config = self.config
+        me = config.node
+        params = config.params
+        formats = pool_formats(
+            self.cluster_id, pool, list(nodes), str(params), params.stripe_size, params.n
+        )
+        local = open_assigned(
+            {Path(p): f for (node, p), f in formats.items() if node == me}, self.io_pool
+        )
+        for spec in nodes:
+            if spec.id != me and spec.id not in self.peers:
+                self.peers[spec.id] = Peer(spec.id, spec.rpc_host, spec.rpc_port)
+                self.view.add_peer(spec.id, time.monotonic())
+        sets = []
+        for set_no, slots in enumerate(form_sets(list(nodes), params.n)):
+            drives: list[Drive] = []
+            for slot in slots:
+                fmt = formats[(slot.node, slot.drive)]
+                if slot.node == me:
+                    drives.append(local[Path(slot.drive)])
+                else:
+                    peer = self.peers[slot.node]
+                    drives.append(
+                        RemoteDrive(
+                            self.endpoint,
+                            peer,
+                            fmt.drive_id,
+                            slot.drive,
+                            is_alive=self.view.is_alive,
+                        )
+                    )
+            sets.append(
+                ErasureSet(
+                    cluster_id=self.cluster_id,
+                    pool=pool,
+                    index=set_no,
+                    params=params,
+                    drives=drives,
+                    write_quorum=config.write_quorum or 0,
+                )
+            )
+        worst = shards_per_node(form_sets(list(nodes), params.n))
+        if sets and params.n - worst < sets[0].write_quorum:
+            self.warnings.append(
+                f"pool {pool}: a set keeps {params.n - worst} shards with its largest node down, "
+                f"below the write quorum {sets[0].write_quorum}: writes stop while such a node is down"
+            )
+        return sets, local
 
-def build(
-    config: NodeConfig, io_pool: Executor, transport_config: object | None = None
-) -> ClusterRuntime:
-    """Opens local drives and builds the sets; the endpoint is created but not started."""
-    from transport.endpoint import TransportConfig
+    def save_topology(self) -> None:
+        for drive in self.local.values():
+            if isinstance(drive, LocalDrive) and drive.online:
+                with contextlib.suppress(OSError):
+                    atomic_write(drive.root, TOPOLOGY_FILE, [self.topology.to_json().encode()])
 
+    def apply_topology(self, new: ClusterTopology) -> list[ErasureSet]:
+        """Adds the pools `new` has beyond ours (blocking: opens drives); returns new sets."""
+        if new.version <= self.topology.version:
+            return []
+        if new.pools[: len(self.topology.pools)] != self.topology.pools:
+            raise ValueError("topology conflict: existing pools differ")
+        added: list[ErasureSet] = []
+        for pool in range(len(self.topology.pools), len(new.pools)):
+            sets, local = self._pool_sets(pool, new.pools[pool])
+            self.local.update(local)
+            added.extend(sets)
+        self.topology = new
+        self.sets.extend(added)
+        self.save_topology()
+        self._register_drives()
+        log.info("topology version %d: %d pools", new.version, len(new.pools))
+        for hook in self.on_new_sets:
+            hook(added)
+        return added
+
+    def _register_drives(self) -> None:
+        """Serves our drives to peers; the handlers read `served`, refreshed as pools come."""
+        self.served.clear()
+        for drive in self.local.values():
+            if not isinstance(drive, OfflineDrive):
+                self.served[drive.drive_id] = drive
+        if not self._handlers_registered:
+            for method, handler in drive_handlers(self.served).items():
+                self.endpoint.register(method, handler)
+            self._handlers_registered = True
+
+    async def apply_async(self, new: ClusterTopology) -> list[ErasureSet]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io_pool, self.apply_topology, new)
+
+    async def push_topology(self, timeout: float = 10.0) -> dict[str, str]:
+        """Sends our topology to every peer; returns {peer: 'ok' | error}."""
+        doc = self.topology.to_json()
+
+        async def one(peer: Peer) -> str:
+            try:
+                await self.endpoint.call(
+                    peer, TOPOLOGY_PUT, {"topology": doc}, None, timeout=timeout
+                )
+                return "ok"
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        peers = list(self.peers.values())
+        results = await asyncio.gather(*(one(p) for p in peers))
+        return {p.node_id: r for p, r in zip(peers, results, strict=True)}
+
+    async def _catch_up(self, peer: str) -> None:
+        if self._fetching:
+            return
+        self._fetching = True
+        try:
+            reply = await self.endpoint.call(self.peers[peer], TOPOLOGY_GET, {}, None, timeout=10.0)
+            await self.apply_async(ClusterTopology.from_json(reply.header["topology"]))
+        except Exception as exc:
+            log.warning("fetching the topology from %s failed: %s", peer, exc)
+        finally:
+            self._fetching = False
+
+    def register_handlers(self) -> None:
+        me = self.config.node
+        self._register_drives()
+
+        async def ping(req: Request) -> Response:
+            self.view.heard_from(req.peer_id, time.monotonic())
+            return Response({"node": me, "topology": self.topology.version})
+
+        async def topology_get(req: Request) -> Response:
+            return Response({"topology": self.topology.to_json()})
+
+        async def topology_put(req: Request) -> Response:
+            try:
+                new = ClusterTopology.from_json(req.header["topology"])
+                await self.apply_async(new)
+            except (ValueError, KeyError, json.JSONDecodeError, FormatError) as exc:
+                raise RpcFault("BadTopology", str(exc)) from exc
+            return Response({"version": self.topology.version})
+
+        self.endpoint.register(PING, ping)
+        self.endpoint.register(TOPOLOGY_GET, topology_get)
+        self.endpoint.register(TOPOLOGY_PUT, topology_put)
+
+    async def send_ping(self, peer: str, timeout: float) -> None:
+        reply = await self.endpoint.call(
+            self.peers[peer], PING, {"node": self.config.node}, None, timeout=timeout
+        )
+        if reply.header.get("topology", 0) > self.topology.version:
+            asyncio.ensure_future(self._catch_up(peer))
+
+
+def build(config: NodeConfig, io_pool: Executor, topology: ClusterTopology) -> ClusterRuntime:
+    """Opens local drives and builds the sets of every pool; the endpoint is not started."""
     cl = config.cluster
     me = config.node
     assert cl is not None and me is not None
-    params = config.params
-    tls = cl.tls.for_node(me)
-    cid = cluster_id_for(cl.name, tls.ca)
-    nodes = [NodeSpec(n.id, n.s3, n.rpc, tuple(n.drives)) for n in cl.nodes]
-    formats = pool_formats(cid, 0, nodes, str(params), params.stripe_size, params.n)
-    local = open_assigned({Path(p): f for (node, p), f in formats.items() if node == me}, io_pool)
-
-    entry = cl.node(me)
-    tc = transport_config or TransportConfig(
-        **({"max_datagram_size": cl.max_datagram_size} if cl.max_datagram_size else {})
-    )
+    cid = cluster_id_for(cl.name, tls_files(config).ca_cert)
+    found = topology.node(me)
+    if found is None:
+        raise FormatError(f"node {me!r} is in no pool of the cluster")
+    spec = found[1]
     endpoint = RpcEndpoint(
         node_id=me,
-        tls=TlsFiles(ca_cert=tls.ca, cert=tls.cert, key=tls.key),
-        host=entry.rpc.rpartition(":")[0].strip("[]"),
-        port=int(entry.rpc.rpartition(":")[2]),
-        config=tc,  # type: ignore[arg-type]
+        tls=tls_files(config),
+        host=spec.rpc_host,
+        port=spec.rpc_port,
+        config=transport_config(config),
     )
     view = MembershipView(
         me,
-        [n.id for n in cl.nodes],
+        topology.node_ids,
         MembershipConfig(interval=cl.heartbeat_interval, offline_after=cl.offline_after),
         time.monotonic(),
     )
-    peers = {n.id: Peer(n.id, n.rpc_host, n.rpc_port) for n in nodes if n.id != me}
-
-    sets: list[ErasureSet] = []
-    for set_no, slots in enumerate(form_sets(nodes, params.n)):
-        drives: list[Drive] = []
-        for slot in slots:
-            fmt = formats[(slot.node, slot.drive)]
-            if slot.node == me:
-                drives.append(local[Path(slot.drive)])
-            else:
-                drives.append(
-                    RemoteDrive(
-                        endpoint, peers[slot.node], fmt.drive_id, slot.drive, is_alive=view.is_alive
-                    )
-                )
-        sets.append(
-            ErasureSet(
-                cluster_id=cid,
-                pool=0,
-                index=set_no,
-                params=params,
-                drives=drives,
-                write_quorum=config.write_quorum or 0,
-            )
-        )
-
-    warnings = []
-    worst = shards_per_node(form_sets(nodes, params.n))
-    w = sets[0].write_quorum
-    if params.n - worst < w:
-        warnings.append(
-            f"a set keeps {params.n - worst} shards with its largest node down, below the "
-            f"write quorum {w}: writes stop while any such node is down"
-        )
-
-    local_by_id = {d.drive_id: d for d in local.values()}
-    for method, handler in drive_handlers(local_by_id).items():
-        endpoint.register(method, handler)
-
-    async def ping(req: Request) -> Response:
-        view.heard_from(req.peer_id, time.monotonic())
-        return Response({"node": me})
-
-    endpoint.register(PING, ping)
-
-    async def send_ping(peer: str, timeout: float) -> None:
-        await endpoint.call(peers[peer], PING, {"node": me}, None, timeout=timeout)
-
-    heartbeat = Heartbeat(view, send_ping)
-    return ClusterRuntime(endpoint, view, heartbeat, sets, local, peers, warnings)
-
-
-WriteGate = Callable[[], bool]
+    runtime = ClusterRuntime(
+        config=config,
+        cluster_id=cid,
+        topology=ClusterTopology(0, ()),
+        endpoint=endpoint,
+        view=view,
+        heartbeat=None,  # type: ignore[arg-type]
+        sets=[],
+        local={},
+        peers={},
+        warnings=[],
+        io_pool=io_pool,
+    )
+    for pool, nodes in enumerate(topology.pools):
+        sets, local = runtime._pool_sets(pool, nodes)
+        runtime.sets.extend(sets)
+        runtime.local.update(local)
+    runtime.topology = topology
+    runtime.save_topology()
+    runtime.register_handlers()
+    runtime.heartbeat = Heartbeat(view, runtime.send_ping)
+    return runtime

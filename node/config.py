@@ -71,6 +71,9 @@ class ClusterConfig(BaseModel):
     nodes: list[ClusterNode] = Field(min_length=1)
     """The first pool: its drives are grouped into erasure sets once, at cluster init."""
     tls: TlsConfig
+    seeds: list[str] = Field(default_factory=list)
+    """QUIC HOST:PORT of nodes to ask for the topology when this node is not in the first
+    pool (a node of a pool added with `admin add-pool`); default: the first pool's nodes."""
     heartbeat_interval: float = Field(default=5.0, gt=0, le=300)
     offline_after: float = Field(default=30.0, gt=0, le=3600)
     max_datagram_size: int | None = Field(default=None, ge=1200, le=65527)
@@ -139,13 +142,11 @@ class NodeConfig(BaseModel):
         """In a cluster, the node's drives and S3 address come from its cluster entry."""
         if isinstance(data, dict) and data.get("cluster") and data.get("node"):
             cluster = ClusterConfig.model_validate(data["cluster"])
+            data = {**data, "cluster": cluster}
             try:
                 entry = cluster.node(str(data["node"]))
             except KeyError:
-                raise ValueError(
-                    f"node {data['node']!r} is not in the cluster's node list"
-                ) from None
-            data = {**data, "cluster": cluster}
+                return data  # a node of a later pool: its entry comes from the topology
             data.setdefault("drives", entry.drives)
             data.setdefault("address", entry.s3)
         return data
@@ -155,7 +156,7 @@ class NodeConfig(BaseModel):
         params = self.params
         if (self.cluster is None) != (self.node is None):
             raise ValueError("node: a cluster node needs both the [cluster] section and --node")
-        if not self.drives:
+        if not self.drives and not self.joining:
             raise ValueError("drives: none given (use --data DIR --drives N or --drive PATH)")
         if self.cluster is None and len(self.drives) % params.n:
             raise ValueError(
@@ -177,6 +178,16 @@ class NodeConfig(BaseModel):
                 f"set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
             )
         return self
+
+    @property
+    def joining(self) -> bool:
+        """A cluster node that is not in the first pool: it learns its place from a seed."""
+        return self.cluster is not None and self.node not in {n.id for n in self.cluster.nodes}
+
+    @property
+    def seeds(self) -> list[str]:
+        assert self.cluster is not None
+        return self.cluster.seeds or [n.rpc for n in self.cluster.nodes]
 
     @property
     def params(self) -> ErasureParams:

@@ -98,12 +98,52 @@ class DevCluster:
         self.config = write_cluster_files(spec)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
+    def add_pool(self, nodes: int, drives_per_node: int | None = None) -> list[int]:
+        """Adds a pool of `nodes` new node processes through `admin add-pool`; returns their
+        numbers. They start with the same cluster file and learn their place from a seed."""
+        from node.admin import post_pool
+        from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+        from transport.tls import issue_node_cert
+
+        spec = self.spec
+        data = spec.data.resolve()
+        certs = data / "certs"
+        first = max(self.procs, default=spec.nodes) + 1
+        numbers = list(range(first, first + nodes))
+        entries = []
+        for i in numbers:
+            node = spec.node_id(i)
+            files = issue_node_cert(certs, node, [spec.host], certs / "issued")
+            files.cert.rename(certs / f"{node}.crt")
+            files.key.rename(certs / f"{node}.key")
+            entries.append(
+                {
+                    "id": node,
+                    "s3": f"{spec.host}:{spec.base_port + i}",
+                    "rpc": f"{spec.host}:{spec.base_port + 100 + i}",
+                    "drives": [
+                        str(data / node / f"drive{d}")
+                        for d in range(1, (drives_per_node or spec.drives_per_node) + 1)
+                    ],
+                }
+            )
+        env = self.env or {}
+        post_pool(
+            self.endpoint(1),
+            env.get("SHARDFLEET_ACCESS_KEY", DEV_ACCESS_KEY),
+            env.get("SHARDFLEET_SECRET_KEY", DEV_SECRET_KEY),
+            entries,
+        )
+        for i in numbers:
+            self.start_node(i)
+        return numbers
+
     def endpoint(self, i: int) -> str:
         return f"http://{self.spec.host}:{self.spec.base_port + i}"
 
     @property
     def endpoints(self) -> list[str]:
-        return [self.endpoint(i) for i in range(1, self.spec.nodes + 1)]
+        return [self.endpoint(i) for i in sorted(self.procs) or range(1, self.spec.nodes + 1)]
 
     def start_node(self, i: int, log_dir: Path | None = None) -> None:
         log_dir = log_dir or self.spec.data.resolve() / "logs"

@@ -31,6 +31,11 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
         "--shutdown-grace", type=float, help="seconds in-flight requests get after SIGTERM"
     )
     p.add_argument("--node", help="in a cluster: which node of the config file this is")
+    p.add_argument(
+        "--join",
+        action="append",
+        help="QUIC HOST:PORT of a node to learn the topology from (repeatable)",
+    )
 
 
 def _cluster_args(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +68,14 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--endpoint", default="http://127.0.0.1:9000")
     st.add_argument("--json", action="store_true")
     st.add_argument("--region", default="us-east-1")
+    ap = asub.add_parser("add-pool", help="add a pool of new nodes to a running cluster")
+    ap.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    ap.add_argument(
+        "--pool",
+        type=Path,
+        required=True,
+        help="TOML file with [[nodes]] entries (id, s3, rpc, drives)",
+    )
     top = asub.add_parser("top", help="live view of nodes, drives, sets and traffic")
     top.add_argument(
         "--endpoint", action="append", help="node endpoint (repeatable; default 127.0.0.1:9000)"
@@ -111,6 +124,13 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"shardfleet: {exc}", file=sys.stderr)
         return 2
+    if args.join:
+        if config.cluster is None:
+            print("shardfleet: --join needs a cluster configuration", file=sys.stderr)
+            return 2
+        config = config.model_copy(
+            update={"cluster": config.cluster.model_copy(update={"seeds": args.join})}
+        )
     from node.logs import setup
 
     setup(config.log_level, config.log_format)
@@ -140,7 +160,7 @@ async def _run(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         endpoint = await node.start()
-        print(pid_banner(config, endpoint), flush=True)
+        print(pid_banner(node.config, endpoint), flush=True)
         await stop.wait()
         logging.getLogger(__name__).info("stopping")
     finally:
@@ -187,6 +207,24 @@ def admin(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:
             return 0
+    if args.admin_command == "add-pool":
+        import tomllib
+
+        from node.admin import post_pool
+
+        try:
+            nodes = tomllib.loads(args.pool.read_text()).get("nodes", [])
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            print(f"shardfleet admin add-pool: {args.pool}: {exc}", file=sys.stderr)
+            return 2
+        result = post_pool(args.endpoint, ak, sk, nodes)
+        print(json.dumps(result, indent=2))
+        failed = [p for p, r in result["pushed"].items() if r != "ok"]
+        if failed:
+            print(
+                f"not yet told (they will fetch it when they answer heartbeats): {', '.join(failed)}"
+            )
+        return 0
     status = fetch_status(args.endpoint, ak, sk, args.region)
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0

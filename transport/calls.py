@@ -111,6 +111,16 @@ class Request:
         """Body bytes received and not yet read (bounded by the stream window)."""
         return self._stream.buffered
 
+    async def batches(self, max_bytes: int = 4 << 20) -> AsyncIterator[list[bytes]]:
+        """The body as lists of pieces: each list is what had arrived (up to ~max_bytes).
+
+        `request.body` yields pieces as the network cut them (about one datagram each);
+        a handler that pays per call, e.g. a thread hop per `writer.write(chunks)`, should
+        iterate batches instead: ``async for chunks in req.batches(): await w.write(chunks)``.
+        """
+        while (batch := await self._stream.read_available(max_bytes, self._stall)) is not None:
+            yield batch
+
     async def read(self, limit: int) -> bytes:
         """The whole request body. Beyond `limit`: BodyTooLarge, and the caller is told to
         stop sending; a handler that lets it propagate answers "body-too-large"."""
@@ -191,6 +201,11 @@ class StreamCall:
         self._timeout = timeout
         self._stall = stall
         self._finished = False
+        # dropped without finish() or cancel(): reset, so the handler does not wait for
+        # the rest of the body until its stall timeout
+        self._finalizer = weakref.finalize(
+            self, _abort_abandoned, asyncio.get_running_loop(), stream
+        )
 
     @property
     def send_window_peak(self) -> int:
@@ -228,6 +243,7 @@ class StreamCall:
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
+        self._finalizer.detach()  # from here the Reply (or an exception) owns the stream
         stream = self._stream
         try:
             if not stream.outbound_done:
@@ -251,4 +267,5 @@ class StreamCall:
     async def cancel(self) -> None:
         """Abandon the call: reset the stream; the remote handler is cancelled."""
         self._finished = True
+        self._finalizer.detach()
         self._stream.abort(STREAM_CANCELLED)

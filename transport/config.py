@@ -1,18 +1,24 @@
 """Transport settings: datagram size, windows, timeouts, backoff.
 
 Datagram size sets aioquic's speed. aioquic does its work per packet in Python, so bytes
-per second scale with bytes per packet (measured here: ~20 MB/s at 1452-byte datagrams,
-~70 at 9000, ~115 at 16384, see tests/bench/bench_transport.py for ours). It does not
-discover the path MTU, and it pads the client's first datagram to the full size, so the
-setting must fit the path, on both ends:
+per second scale with bytes per packet. Stock aioquic cannot go past ~16 KiB: it writes
+STREAM frame lengths as 2-byte varints (see `transport.quic`); with that fixed, ours
+measured on this 2-core host, two processes, mTLS (tests/bench/bench_transport.py, under
+load from other jobs, so +-30%): 1452 B ~7 MB/s, 8952 B ~40-55, 16384 B ~50-75,
+65000 B ~220-250 MB/s each way. aioquic does not discover the path MTU and pads the
+client's first datagram to the full size, so the setting must fit the path:
 
     loopback (dev cluster, one host)          65000  (the default; UDP payload max is 65507)
     jumbo-frame LAN, MTU 9000                  8952  (9000 - 40 IPv6 - 8 UDP; 8972 if IPv4 only)
     ordinary LAN, MTU 1500                     1452  (1500 - 48; 1472 if IPv4 only)
 
 `TransportConfig.for_mtu(mtu)` computes the IPv6-safe value. A size above the path MTU
-fails loudly: Linux sets DF on UDP, so sendto() raises EMSGSIZE and the connect times out
-(ConnectFailed), rather than fragmenting silently.
+fails loudly: our sockets set DF (IP_PMTUDISC_DO, as RFC 9000 asks), so sendto() raises
+EMSGSIZE, which ends the connect at once with ConnectFailed("... Message too long"),
+rather than IP-fragmenting every datagram (which works until one fragment is lost). (The
+error path is the one tested with ICMP port-unreachable; no small-MTU link exists on the
+test host.) Both ends agree only loosely: each sends at most its own size and receives
+any size.
 
 Memory bound per connection: at most `max_data` bytes received and not yet consumed
 (the connection window, which we only extend as the application reads), plus, per
@@ -37,11 +43,13 @@ class TransportConfig:
     max_data: int = 64 * MIB
     """Connection receive window: bytes a peer may send us beyond what we consumed."""
 
-    max_stream_data: int = 8 * MIB
+    max_stream_data: int = 4 * MIB
     """Per-stream receive window. aioquic's default (1 MiB, then doubling) is replaced by
-    a window that only moves as the handler or caller reads."""
+    a window that only moves as the handler or caller reads. 4 MiB keeps one stream near
+    full speed on loopback; `max_data` / `max_stream_data` (16) streams with slow readers
+    are needed before the connection window stalls the others (heartbeats included)."""
 
-    send_window: int = 8 * MIB
+    send_window: int = 4 * MIB
     """Per-stream unacknowledged bytes after which `send()` waits (backpressure)."""
 
     chunk_size: int = 1 * MIB

@@ -30,6 +30,7 @@ import ipaddress
 import itertools
 import logging
 import socket
+import sys
 from typing import Any
 
 from aioquic.asyncio.server import QuicServer
@@ -71,8 +72,18 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG = TransportConfig()  # frozen, so one shared default is safe
 
 
+# Linux values; Python's socket module does not name them.
+_IP_MTU_DISCOVER, _IPV6_MTU_DISCOVER, _PMTUDISC_DO = 10, 23, 2
+
+
 def _tune_socket(transport: asyncio.BaseTransport, size: int) -> None:
-    """Ask for large socket buffers: bursts of 64 KB datagrams overflow the defaults."""
+    """Large socket buffers, and never fragment (RFC 9000 section 14: set DF).
+
+    Bursts of 64 KB datagrams overflow default buffers and look like congestion. With DF
+    set, a `max_datagram_size` larger than the path MTU fails loudly (EMSGSIZE: the
+    connect fails with "Message too long") instead of being split into IP fragments,
+    which work until one fragment is lost and then lose the whole datagram.
+    """
     sock = transport.get_extra_info("socket")
     if sock is None:
         return
@@ -81,6 +92,21 @@ def _tune_socket(transport: asyncio.BaseTransport, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, size)
         except OSError:
             pass  # capped or refused by the kernel; the default still works, slower
+    if sys.platform == "linux":
+        try:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_DO)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_DO)
+        except OSError:
+            pass
+
+
+class _QuicServer(QuicServer):
+    """aioquic's server socket protocol, reporting send errors instead of dropping them."""
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("rpc server socket error: %s", exc)
 
 
 def _local_bind(family: int, remote_ip: str) -> tuple[str, int] | None:
@@ -136,7 +162,7 @@ class RpcEndpoint:
             raise RuntimeError("endpoint already started")
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: QuicServer(
+            lambda: _QuicServer(
                 configuration=self._server_conf, create_protocol=self._inbound_protocol
             ),
             local_addr=(self.host, self.port),
@@ -342,6 +368,9 @@ class RpcEndpoint:
                 f"cannot connect to {peer.node_id} at {peer.host}:{peer.port}: {reason}"
             ) from exc
         backoff.succeeded()
+        if self._closed:  # close() ran while we were connecting
+            conn.close_with(CLOSE_NORMAL, "endpoint closing")
+            raise TransportError("endpoint is closed")
         self._outbound[peer] = conn
         log.debug("connected to %s at %s:%d", peer.node_id, peer.host, peer.port)
         return conn

@@ -21,6 +21,7 @@ its first packet is processed.
 from __future__ import annotations
 
 import ssl
+from collections import deque
 from typing import Any
 
 from aioquic.buffer import size_uint_var
@@ -36,6 +37,77 @@ from transport.tls import NodeIdentity
 
 ALPN = "shardfleet-rpc/1"
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
+
+
+class ChunkBuffer:
+    """Drop-in for `QuicStreamSender._buffer` (a bytearray) that never moves its bytes.
+
+    aioquic appends what we send with ``buffer += data`` and drops acknowledged bytes with
+    ``del buffer[:n]``. On a bytearray that pair costs a memmove of everything buffered
+    whenever an append must grow the allocation: with a 4 MiB send window that measured
+    ~1 ms per 512 KiB append (0.5 GB/s, a large share of a core at 200 MB/s). Here an
+    append stores the object (immutable bytes, or a memoryview of bytes, are kept by
+    reference; anything else is copied once), slicing copies only the frame, and dropping
+    the front pops whole chunks.
+
+    >>> b = ChunkBuffer(); b += b"hello "; b += memoryview(b"world"); len(b)
+    11
+    >>> bytes(b[4:8]); del b[:6]; bytes(b[0:5]), len(b)
+    b'o wo'
+    (b'world', 5)
+    """
+
+    __slots__ = ("_chunks", "_head", "_len")
+
+    def __init__(self, initial: bytes | bytearray = b"") -> None:
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._head = 0  # bytes of the first chunk already dropped
+        self._len = 0
+        if initial:
+            self += initial
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iadd__(self, data: bytes | bytearray | memoryview) -> ChunkBuffer:
+        if not isinstance(data, bytes):
+            view = memoryview(data)
+            if not (isinstance(view.obj, bytes) and view.contiguous and view.itemsize == 1):
+                data = bytes(view)  # the caller may reuse a mutable buffer: copy it once
+            else:
+                data = view
+        if len(data):
+            self._chunks.append(data)
+            self._len += len(data)
+        return self
+
+    def __getitem__(self, item: slice) -> bytes | memoryview:
+        start, stop, _ = item.indices(self._len)
+        if stop <= start:
+            return b""
+        start += self._head
+        stop += self._head
+        parts = []
+        offset = 0
+        for chunk in self._chunks:
+            end = offset + len(chunk)
+            if end > start:
+                parts.append(chunk[max(0, start - offset) : min(len(chunk), stop - offset)])
+                if end >= stop:
+                    break
+            offset = end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def __delitem__(self, item: slice) -> None:
+        if item.start is not None or item.step is not None or item.stop is None:
+            raise TypeError("ChunkBuffer only drops a prefix: del buffer[:n]")
+        n = min(max(item.stop, 0), self._len)
+        self._len -= n
+        n += self._head
+        chunks = self._chunks
+        while chunks and n >= len(chunks[0]):
+            n -= len(chunks.popleft())
+        self._head = n
 
 
 class FlowControlledConnection(QuicConnection):
@@ -137,6 +209,13 @@ class FlowControlledConnection(QuicConnection):
         return loss._rtt_smoothed if getattr(loss, "_rtt_initialized", False) else None
 
     # -- overrides -----------------------------------------------------------------------
+    def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
+        stream = super()._get_or_create_stream_for_send(stream_id)
+        sender = stream.sender
+        if not isinstance(sender._buffer, ChunkBuffer):
+            sender._buffer = ChunkBuffer(sender._buffer)
+        return stream
+
     def _write_stream_limits(self, builder: Any, space: Any, stream: QuicStream) -> None:
         sid = stream.stream_id
         if sid in self._fc_released or not stream.max_stream_data_local:

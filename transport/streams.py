@@ -184,6 +184,27 @@ class StreamIO:
             self._maybe_done()
         return chunk
 
+    async def read_available(self, max_bytes: int, stall: float) -> list[bytes] | None:
+        """Every piece already buffered (at least one, waiting if none), up to about
+        `max_bytes`; None at the end. Lets a reader that pays per call (a thread hop to
+        write a file) take what arrived since its last call in one go."""
+        first = await self.read_chunk(stall)
+        if first is None:
+            return None
+        batch, total = [first], len(first)
+        while self._chunks and total + len(self._chunks[0]) <= max_bytes:
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            batch.append(chunk)
+            total += len(chunk)
+        if len(batch) > 1:
+            if self.quic.consume(self.stream_id, total - len(first)):
+                self.conn.transmit_soon()
+            if self.inbound_done:
+                self.quic.release(self.stream_id)
+                self._maybe_done()
+        return batch
+
     # -- outbound ------------------------------------------------------------------------
     def _check_send(self) -> None:
         if self.conn.lost_error is not None:
@@ -193,10 +214,16 @@ class StreamIO:
         if self.send_stopped:
             raise PeerGone("peer stopped reading this stream")
 
+    def _send(self, data: bytes | memoryview, end: bool = False) -> None:
+        try:
+            self.quic.send_stream_data(self.stream_id, data, end_stream=end)  # type: ignore[arg-type]
+        except (ValueError, RuntimeError) as exc:  # aioquic: stream reset, finished or gone
+            raise PeerGone(f"stream closed: {exc}") from exc
+
     def write_frame(self, frame: bytes, *, end: bool = False) -> None:
         """Queue a small frame (header, end, error) without waiting for credit."""
         self._check_send()
-        self.quic.send_stream_data(self.stream_id, frame, end_stream=end)
+        self._send(frame, end)
         if end:
             self.sent_end = True
         self.conn.transmit_soon()
@@ -215,8 +242,8 @@ class StreamIO:
         for start in range(0, len(view), chunk):
             piece = view[start : start + chunk]
             await self._wait_credit(len(piece), stall)
-            self.quic.send_stream_data(self.stream_id, body_prefix(len(piece)))
-            self.quic.send_stream_data(self.stream_id, piece)  # type: ignore[arg-type]
+            self._send(body_prefix(len(piece)))
+            self._send(piece)
             self.credit.wrote(self.quic.unacked_bytes(self.stream_id))
             self.conn.transmit_soon()
 

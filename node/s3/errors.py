@@ -91,7 +91,11 @@ TooManyBuckets = _err(
 InvalidEncryptionAlgorithmError = _err(
     "InvalidEncryptionAlgorithmError", 400, "The encryption request you specified is not valid."
 )
-RequestTimeout = _err("RequestTimeout", 400, "Your socket connection to the server was not read from or written to within the timeout period.")
+RequestTimeout = _err(
+    "RequestTimeout",
+    400,
+    "Your socket connection to the server was not read from or written to within the timeout period.",
+)
 MissingContentLength = _err(
     "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
 )

@@ -30,11 +30,13 @@ def sign(
     *,
     region: str = "us-east-1",
     now: datetime | None = None,
+    body: bytes = b"",
 ) -> dict[str, str]:
-    """Headers (host, x-amz-date, x-amz-content-sha256, authorization) for a body-less request."""
+    """Headers (host, x-amz-date, x-amz-content-sha256, authorization) for a request."""
     parts = urlsplit(url)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    headers = {"host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp}
+    payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    headers = {"host": parts.netloc, "x-amz-content-sha256": payload, "x-amz-date": stamp}
     names = sorted(headers)
     canonical = "\n".join(
         [
@@ -43,7 +45,7 @@ def sign(
             canonical_query(split_query(parts.query)),
             "".join(f"{n}:{headers[n]}\n" for n in names),
             ";".join(names),
-            EMPTY_SHA256,
+            payload,
         ]
     )
     scope = f"{stamp[:8]}/{region}/{SERVICE}/{TERMINATOR}"

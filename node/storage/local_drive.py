@@ -76,7 +76,9 @@ class LocalShardWriter:
         write_all(fd, chunks)
         self._written += sum(len(c) for c in chunks)
         if self._written - self._advised >= WRITEBACK_EVERY:
-            os.posix_fadvise(fd, self._advised, self._written - self._advised, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(
+                fd, self._advised, self._written - self._advised, os.POSIX_FADV_DONTNEED
+            )
             self._advised = self._written
 
     async def write(self, chunks: Sequence[bytes | memoryview]) -> None:

@@ -92,8 +92,17 @@ def pick_data_base(repo: Path, override: str | None) -> tuple[Path, str]:
 class BenchNode:
     """``python -m node.main serve`` on a free port with dev credentials and a log file."""
 
-    def __init__(self, data: Path, log: Path, *, drives: int = 4, ec: str = "2+2") -> None:
+    def __init__(
+        self,
+        data: Path,
+        log: Path,
+        *,
+        drives: int = 4,
+        ec: str = "2+2",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data = data
+        self.extra_args = extra_args  # more `serve` flags, e.g. ("--log-level", "warning")
         self.log = log
         self.drives = drives
         self.ec = ec
@@ -127,6 +136,7 @@ class BenchNode:
             self.ec,
             "--address",
             "127.0.0.1:0",
+            *self.extra_args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("SHARDFLEET_ACCESS_KEY", None)  # unset -> the node uses the dev credentials

@@ -54,3 +54,18 @@ def test_two_node_cluster_needs_both():
     assert not v.has_majority(0.0)
     v.heard_from("b", 0.0)
     assert v.has_majority(0.5)
+
+
+def test_announced_pool_does_not_cost_the_majority_until_it_answers():
+    v = view(3)
+    for p in ("n1", "n2"):
+        v.heard_from(p, 0.0)
+    for i in range(3, 8):
+        v.add_peer(f"n{i}", 0.0)
+    assert v.has_majority(0.5)
+    for i in range(3, 8):
+        v.heard_from(f"n{i}", 1.0)
+    assert v.has_majority(1.5)
+    # once they have answered they count: 3 of 8 is no majority
+    v.heard_from("n1", 100.0)
+    assert not v.has_majority(100.0)

@@ -28,6 +28,8 @@ from transport.tls import (
     verify_chain,
 )
 
+pytestmark = pytest.mark.timeout(60)
+
 BINDING = bytes(range(32))
 
 

@@ -11,21 +11,33 @@ import doctest
 import pytest
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import transport.config
 import transport.framing
+import transport.quic
 import transport.rpc_state
 from transport.config import TransportConfig
-from transport.quic import FlowControlledConnection, client_configuration, server_configuration
+from transport.quic import (
+    ChunkBuffer,
+    FlowControlledConnection,
+    client_configuration,
+    server_configuration,
+)
 from transport.rpc_state import Backoff, ReceiveWindow, SendCredit
 from transport.tls import create_ca, issue_node_cert, load_identity
+
+pytestmark = pytest.mark.timeout(60)
 
 KIB = 1024
 CLIENT_ADDR = ("127.0.0.1", 1234)
 SERVER_ADDR = ("127.0.0.1", 4433)
 
 
-@pytest.mark.parametrize("module", [transport.rpc_state, transport.framing, transport.config])
+@pytest.mark.parametrize(
+    "module", [transport.rpc_state, transport.framing, transport.config, transport.quic]
+)
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0
@@ -64,6 +76,39 @@ def test_backoff_with_a_fake_clock():
     assert (b.failures, b.wait_left(now=100.0)) == (0, 0.0)
     jittered = Backoff(base=1.0, cap=10.0)
     assert 0.5 <= jittered.failed(now=0.0, error="x") <= 1.0
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"), st.binary(max_size=300), st.sampled_from(["bytes", "view", "bytearray"])
+        ),
+        st.tuples(st.just("del"), st.integers(0, 400)),
+        st.tuples(st.just("get"), st.integers(-50, 500), st.integers(-50, 500)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_chunk_buffer_behaves_like_aioquics_bytearray(ops):
+    """The sender buffer swap must be invisible to aioquic: same bytes for every operation."""
+    ref, buf = bytearray(), ChunkBuffer()
+    for op in ops:
+        if op[0] == "add":
+            data = {"bytes": op[1], "view": memoryview(op[1]), "bytearray": bytearray(op[1])}[op[2]]
+            ref += data
+            buf += data
+            if op[2] == "bytearray":
+                data[:] = b"\0" * len(data)  # the caller reuses its buffer: we must have copied
+        elif op[0] == "del":
+            del ref[: op[1]]
+            del buf[: op[1]]
+        else:
+            assert bytes(buf[op[1] : op[2]]) == bytes(ref[op[1] : op[2]])
+        assert len(buf) == len(ref)
+    assert bytes(buf[0 : len(ref)]) == bytes(ref)
 
 
 def test_config_validation():

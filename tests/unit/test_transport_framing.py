@@ -25,6 +25,8 @@ from transport.framing import (
 )
 from transport.rpc_state import MessageReader, RequestHead, ResponseHead
 
+pytestmark = pytest.mark.timeout(60)
+
 header_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20)
     | st.binary(max_size=40),
