@@ -13,6 +13,7 @@ reached is DriveOffline, so quorum logic treats it like a dead disk.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -97,6 +98,7 @@ class RemoteDrive:
         is_alive: Callable[[str], bool],
         timeout: float = 10.0,
         shard_timeout: float = 60.0,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self._rpc = endpoint
         self.peer = peer
@@ -105,6 +107,7 @@ class RemoteDrive:
         self._is_alive = is_alive
         self._timeout = timeout
         self._shard_timeout = shard_timeout
+        self._observe = observe  # (method, seconds) of every unary call, for metrics
 
     @property
     def online(self) -> bool:
@@ -114,10 +117,14 @@ class RemoteDrive:
         if not self.online:
             raise DriveOffline(f"node {self.peer.node_id} is offline")
         header["d"] = self.drive_id
+        started = time.perf_counter()
         try:
             return await self._rpc.call(self.peer, method, header, body, timeout=self._timeout)
         except TransportError as exc:
             raise _drive_error(exc) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(method, time.perf_counter() - started)
 
     async def info(self) -> DriveInfo:
         try:

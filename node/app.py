@@ -23,6 +23,7 @@ from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
 from healing.buckets import BucketSync
 from node.config import NodeConfig
+from node.logs import flush_periodically
 from node.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -64,10 +65,19 @@ class Node:
         from node import clusterwire
 
         assert self._topology is not None
-        self.cluster = clusterwire.build(self.config, self.io_pool, self._topology)
+        self.cluster = clusterwire.build(
+            self.config,
+            self.io_pool,
+            self._topology,
+            observe_rpc=lambda method, seconds: self.metrics.rpc_latency.labels(method).observe(
+                seconds
+            ),
+        )
         for warning in self.cluster.warnings:
             log.warning("topology: %s", warning)
-        layer = ObjectLayer(self.cluster.sets, write_gate=self.cluster.has_majority)
+        layer = ObjectLayer(
+            self.cluster.sets, write_gate=self.cluster.has_majority, **self._hooks()
+        )
         self.cluster.on_new_sets.append(layer.add_sets)
         return layer
 
@@ -94,6 +104,24 @@ class Node:
         )
         self._topology = topology
 
+    def _hooks(self) -> dict[str, object]:
+        """Writes that missed drives and reads that decoded around bad shards: counted and
+        logged here until the healer's MRF queue takes them."""
+
+        def partial(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+            self.metrics.mrf.inc()
+            log.warning(
+                "write missed drives: %s/%s version %s, positions %s", bucket, key, vid, positions
+            )
+
+        def degraded(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+            self.metrics.degraded.inc()
+            log.info(
+                "degraded read: %s/%s version %s, bad positions %s", bucket, key, vid, positions
+            )
+
+        return {"on_partial": partial, "on_degraded": degraded}
+
     def _open(self) -> ObjectLayer:
         if self.config.cluster is not None:
             return self._open_cluster()
@@ -112,7 +140,7 @@ class Node:
             )
             for s in opened
         ]
-        return ObjectLayer(sets)
+        return ObjectLayer(sets, **self._hooks())
 
     def local_drives(self) -> list[LocalDrive]:
         assert self.layer is not None
@@ -244,6 +272,7 @@ class Node:
         if self.cluster is not None:
             self._spawn(self._refresh_pool_free())
         self._spawn(self.metrics.watch_loop_lag())
+        self._spawn(flush_periodically())
         self._spawn(self._sweep_orphans(started))
         return self.endpoint
 

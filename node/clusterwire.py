@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ class ClusterRuntime:
     io_pool: Executor
     on_new_sets: list = field(default_factory=list)  # callbacks(list[ErasureSet])
     served: dict[str, Drive] = field(default_factory=dict)
+    observe_rpc: Callable[[str, float], None] | None = None
     _handlers_registered: bool = False
     _fetching: bool = False
 
@@ -297,7 +299,12 @@ class ClusterRuntime:
             asyncio.ensure_future(self._catch_up(peer))
 
 
-def build(config: NodeConfig, io_pool: Executor, topology: ClusterTopology) -> ClusterRuntime:
+def build(
+    config: NodeConfig,
+    io_pool: Executor,
+    topology: ClusterTopology,
+    observe_rpc: Callable[[str, float], None] | None = None,
+) -> ClusterRuntime:
     """Opens local drives and builds the sets of every pool; the endpoint is not started."""
     cl = config.cluster
     me = config.node
@@ -332,6 +339,7 @@ def build(config: NodeConfig, io_pool: Executor, topology: ClusterTopology) -> C
         peers={},
         warnings=[],
         io_pool=io_pool,
+        observe_rpc=observe_rpc,
     )
     for pool, nodes in enumerate(topology.pools):
         sets, local = runtime._pool_sets(pool, nodes)

@@ -31,8 +31,48 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class BufferedHandler(logging.StreamHandler):
+    """A StreamHandler that does not flush after every record: the access log writes one
+    line per request, and a write(2) per line costs more than the request's bookkeeping.
+    Lines are flushed when the buffer fills, at least every FLUSH_EVERY seconds by
+    `flush_periodically`, for warnings and errors at once, and at shutdown."""
+
+    FLUSH_EVERY = 0.2
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._pending = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            self._pending += 1
+            if record.levelno >= logging.WARNING or self._pending >= 256:
+                self.flush()
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self._pending = 0
+        super().flush()
+
+
+_handler: BufferedHandler | None = None
+
+
+async def flush_periodically() -> None:
+    """Runs for the life of the node; the last flush happens at exit (logging.shutdown)."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(BufferedHandler.FLUSH_EVERY)
+        if _handler is not None and _handler._pending:
+            _handler.flush()
+
+
 def setup(level: str, fmt: str = "text", stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    global _handler
+    handler = _handler = BufferedHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -57,18 +97,21 @@ def log_request(
 ) -> None:
     if not access.isEnabledFor(logging.INFO):
         return
-    fields = {
-        "request_id": request_id,
-        "access_key": access_key,
-        "op": op,
-        "method": method,
-        "resource": resource,
-        "status": status,
-        "bytes_in": bytes_in,
-        "bytes_out": bytes_out,
-        "ms": round(seconds * 1000, 2),
-        "remote": remote,
-    }
+    if _handler is not None and not isinstance(_handler.formatter, JsonFormatter):
+        fields = None  # the text line carries everything; skip building the dict
+    else:
+        fields = {
+            "request_id": request_id,
+            "access_key": access_key,
+            "op": op,
+            "method": method,
+            "resource": resource,
+            "status": status,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "ms": round(seconds * 1000, 2),
+            "remote": remote,
+        }
     access.info(
         "%s %s %s %s %d in=%d out=%d %.1fms key=%s",
         request_id,

@@ -64,3 +64,29 @@ def test_json_access_log_without_secrets(node_factory):
     )
     logged = [line for line in node.output if line.startswith("{")]  # the banner prints dev keys
     assert not any(DEV_SECRET_KEY in line or "Signature=" in line for line in logged)
+
+
+def test_degraded_reads_and_missed_writes_are_counted(node):
+    import os
+
+    from tests.support.shards import remove_drive
+
+    s3 = node.client()
+    s3.create_bucket(Bucket="degraded")
+    data = os.urandom(300_000)
+    s3.put_object(Bucket="degraded", Key="k", Body=data)
+    remove_drive(node.drive_path(1))
+    import time
+
+    deadline = time.monotonic() + 10
+    while (
+        sum(v for k, v in scrape(node.endpoint).items() if k.startswith("shardfleet_drive_online{"))
+        > 3
+    ):
+        assert time.monotonic() < deadline, "the drive probe never noticed the lost drive"
+        time.sleep(0.2)
+    assert s3.get_object(Bucket="degraded", Key="k")["Body"].read() == data
+    s3.put_object(Bucket="degraded", Key="k2", Body=data)  # 3 of 4 drives: a partial write
+    after = scrape(node.endpoint)
+    assert after["shardfleet_degraded_reads_total"] >= 1
+    assert after["shardfleet_mrf_queued_total"] >= 1
