@@ -241,8 +241,8 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
     async def write_shard(d: Drive, h: dict[str, Any], req: Request) -> Response:
         writer = await d.open_shard(h["b"], h["v"], h["p"])
         try:
-            async for chunk in req.body:
-                await writer.write([chunk])
+            async for chunks in req.batches():  # what arrived meanwhile: one write per batch
+                await writer.write(chunks)
             await writer.finish()
         except BaseException:
             await writer.abort()

@@ -73,6 +73,52 @@ class Getter:
         self.on_degraded = on_degraded
 
     async def open(self, bucket: str, key: str) -> ReadHandle:
+        return await self._open_fast(bucket, key) or await self._open_all(bucket, key)
+
+    async def _open_fast(self, bucket: str, key: str) -> ReadHandle | None:
+        """Reads metadata from only max(k, n - W + 1) drives, local ones first.
+
+        Any n - W + 1 drives include one that took the newest acknowledged write (W + R > n),
+        so when they all hold the same version it is the one to serve. Shard data is
+        addressed by version id, so reading shards from drives not asked is still safe: they
+        have that version's exact bytes (checksummed) or nothing. Anything else, a
+        disagreement, an error or a rotten inline shard, falls back to asking every drive."""
+        eset = self.eset
+        drives = eset.drives
+        n = len(drives)
+        r = max(eset.read_quorum, n - eset.write_quorum + 1)
+        if r >= n:
+            return None
+        order = sorted((i for i in range(n) if drives[i].online), key=lambda i: not drives[i].is_local)
+        first = order[:r]
+        if len(first) < r:
+            return None
+        calls = [None] * n
+        for i in first:
+            calls[i] = lambda d=drives[i]: d.read_meta(bucket, key)
+        results, errors = await fan_out(calls, timeout=eset.timeouts.meta)  # type: ignore[arg-type]
+        if errors or len(results) < r:
+            return None
+        metas = [rec.meta for rec in results.values()]
+        meta = metas[0]
+        if any(m.order != meta.order for m in metas):
+            return None
+        if meta.inline:
+            span_len = -(-meta.size // meta.k) if meta.size else 0
+            for rec in results.values():
+                if rec.inline is None:
+                    return None
+                try:
+                    if meta.size:
+                        verify_block(rec.inline, span_len)
+                except BitrotError:
+                    return None
+            holders = sorted(results)
+        else:
+            holders = list(range(n))
+        return ReadHandle(bucket, key, meta, holders, results, [], eset)
+
+    async def _open_all(self, bucket: str, key: str) -> ReadHandle:
         drives = self.eset.drives
         results, errors = await fan_out(
             [(lambda d=d: d.read_meta(bucket, key)) for d in drives],

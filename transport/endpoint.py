@@ -103,10 +103,16 @@ def _tune_socket(transport: asyncio.BaseTransport, size: int) -> None:
 
 
 class _QuicServer(QuicServer):
-    """aioquic's server socket protocol, reporting send errors instead of dropping them."""
+    """aioquic's server socket protocol, reporting send errors instead of dropping them
+    (at most one log line per 10 s: an oversized datagram setting fails every send)."""
+
+    _last_report = -1e9
 
     def error_received(self, exc: Exception) -> None:
-        log.warning("rpc server socket error: %s", exc)
+        now = self._loop.time()
+        if now - self._last_report >= 10.0:
+            self._last_report = now
+            log.warning("rpc server socket error (check max_datagram_size vs MTU): %s", exc)
 
 
 def _local_bind(family: int, remote_ip: str) -> tuple[str, int] | None:
