@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from node.s3.context import split_query
+from node.s3.context import send_continue, split_query
 from node.s3.errors import (
     AccessDenied,
     InvalidRequest,
@@ -152,6 +152,7 @@ async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and what == "status":
             return web.json_response(await status(node), headers={"x-amz-request-id": request_id})
         if request.method == "POST" and what == "pools":
+            await send_continue(request)
             body = await request.content.read(MAX_ADMIN_BODY + 1)
             if len(body) > MAX_ADMIN_BODY:
                 raise InvalidRequest("admin request body too large")

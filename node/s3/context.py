@@ -69,6 +69,7 @@ def split_target(raw_path: str) -> tuple[str, str]:
 async def body_chunks(req: S3Request) -> AsyncIterator[bytes]:
     """The raw request body as it arrives; a client silent for longer than the stall
     timeout gets RequestTimeout instead of holding the request (and its buffers) forever."""
+    await send_continue(req.http)
     content = req.http.content
     stall = req.services.body_stall_timeout
     while True:
@@ -80,3 +81,13 @@ async def body_chunks(req: S3Request) -> AsyncIterator[bytes]:
             return
         req.bytes_in += len(chunk)
         yield chunk
+
+
+async def send_continue(request: web.Request) -> None:
+    """Answers `Expect: 100-continue` when the body is about to be read, not before: a
+    request refused earlier (auth, missing bucket) gets its error without the client ever
+    sending the body. boto3 sends the header on every PutObject and waits a second for it."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        if not request.get("continued"):
+            request["continued"] = True
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

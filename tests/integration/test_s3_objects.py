@@ -192,3 +192,33 @@ def test_health(node):
         with urllib.request.urlopen(node.endpoint + path, timeout=5) as resp:
             assert resp.status == 200
             assert json.loads(resp.read())["status"] in ("live", "ready")
+
+
+def test_expect_100_continue_is_answered_before_the_body(node, s3, bucket):
+    """boto3 sends Expect: 100-continue on PutObject and waits for the interim answer."""
+    import socket
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+
+    body = b"continued body"
+    req = AWSRequest(
+        method="PUT",
+        url=f"{node.endpoint}/{bucket}/cont",
+        data=body,
+        headers={"Expect": "100-continue", "Content-Length": str(len(body))},
+    )
+    S3SigV4Auth(Credentials(DEV_ACCESS_KEY, DEV_SECRET_KEY), "s3", "us-east-1").add_auth(req)
+    host, port = node.endpoint.split("//")[1].split(":")
+    head = f"PUT /{bucket}/cont HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in req.headers.items() if k.lower() != "host")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((head + "\r\n").encode())
+        interim = sock.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        sock.sendall(body)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    assert s3.get_object(Bucket=bucket, Key="cont")["Body"].read() == body
