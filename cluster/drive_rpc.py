@@ -270,7 +270,7 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         return Response({})
 
     async def scan(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], 1000))
+        rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], 1001))
         return Response({}, msgpack.packb(rows))
 
     table = {

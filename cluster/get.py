@@ -89,7 +89,9 @@ class Getter:
         r = max(eset.read_quorum, n - eset.write_quorum + 1)
         if r >= n:
             return None
-        order = sorted((i for i in range(n) if drives[i].online), key=lambda i: not drives[i].is_local)
+        order = sorted(
+            (i for i in range(n) if drives[i].online), key=lambda i: not drives[i].is_local
+        )
         first = order[:r]
         if len(first) < r:
             return None

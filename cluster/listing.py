@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from cluster.drive import VolumeNotFound
 from cluster.erasure_set import ErasureSet
 from cluster.errors import NoSuchBucket, ReadQuorumLost
-from cluster.meta import ObjectMeta, pick_agreed_packed
+from cluster.meta import ObjectMeta, pick_agreed_packed, summary
 from cluster.quorum import fan_out
 
+MAX_BATCH = 1001  # one page of 1,000 keys and the one that says whether more follow
 PAST = "\U0010ffff"  # sorts after every character a key can continue with
 
 
 @dataclass(slots=True)
 class ListPage:
-    objects: list[tuple[str, ObjectMeta]] = field(default_factory=list)
+    objects: list[tuple[str, int, str, int]] = field(default_factory=list)  # key, mtime, etag, size
     prefixes: list[str] = field(default_factory=list)
     truncated: bool = False
     next_marker: str = ""  # start-after for the next page
@@ -36,32 +37,39 @@ async def list_objects(
     if max_keys <= 0:
         return page
     k = eset.read_quorum
-    batch = min(max_keys + 1, 1000) if not delimiter else 1000
+    batch = min(max_keys + 1, MAX_BATCH) if not delimiter else MAX_BATCH
     marker = start_after
     current_cp = ""
+    drives = eset.drives
+    # Any n - (W - k) drives hold at least k copies of every acknowledged version, and
+    # fewer than k of anything deleted (W > m): scan only those, local ones first.
+    enough = len(drives) - (eset.write_quorum - k)
+    order = sorted(
+        (i for i, d in enumerate(drives) if d.online), key=lambda i: not drives[i].is_local
+    )
+    chosen = set(order[:enough]) if len(order) >= enough else set(range(len(drives)))
     while True:
+        calls = [
+            (lambda d=d, m=marker: d.scan(bucket, prefix, m, batch)) if i in chosen else None
+            for i, d in enumerate(drives)
+        ]
         results, errors = await fan_out(
-            [(lambda d=d, m=marker: d.scan(bucket, prefix, m, batch)) for d in eset.drives],
+            calls,
             timeout=eset.timeouts.meta,
             need=eset.write_quorum,
             grace=eset.timeouts.meta_grace,
         )
+        if len(results) < min(enough, len(drives)) and len(chosen) < len(drives):
+            chosen = set(range(len(drives)))  # a chosen drive failed: ask them all
+            continue
         if sum(isinstance(e, VolumeNotFound) for e in errors.values()) >= k:
             raise NoSuchBucket()
         if len(results) < k:
             raise ReadQuorumLost("list", k, len(results), len(eset.drives), errors)
         full = [rows[-1][0] for rows in results.values() if len(rows) >= batch]
         horizon = min(full) if full else None
-        per_key: dict[str, list[bytes]] = {}
-        for rows in results.values():
-            for key, packed in rows:
-                if horizon is None or key <= horizon:
-                    per_key.setdefault(key, []).append(packed)
-        for key in sorted(per_key):
+        for key, meta in _agreed(list(results.values()), horizon, k):
             if current_cp and key.startswith(current_cp):
-                continue
-            meta = pick_agreed_packed(per_key[key], k)
-            if meta is None:
                 continue
             if len(page.objects) + len(page.prefixes) >= max_keys:
                 page.truncated = True
@@ -72,11 +80,36 @@ async def list_objects(
                 page.prefixes.append(cp)
                 page.next_marker = cp + PAST
             else:
-                page.objects.append((key, meta))
+                if isinstance(meta, ObjectMeta):
+                    page.objects.append((key, meta.mtime, meta.etag, meta.size))
+                else:
+                    page.objects.append((key, *summary(meta)))
                 page.next_marker = key
         if horizon is None:
             return page
         marker = current_cp + PAST if current_cp and horizon.startswith(current_cp) else horizon
+
+
+def _agreed(
+    scans: list[list[tuple[str, bytes]]], horizon: str | None, k: int
+) -> list[tuple[str, ObjectMeta | bytes]]:
+    """(key, agreed meta) in key order, up to the horizon. When every drive returned the
+    same rows (the healthy case) the rows are the answer as they are, without a merge."""
+    first = scans[0]
+    if len(scans) >= k and all(rows == first for rows in scans[1:]):
+        rows = first if horizon is None else [r for r in first if r[0] <= horizon]
+        return list(rows)
+    per_key: dict[str, list[bytes]] = {}
+    for rows in scans:
+        for key, packed in rows:
+            if horizon is None or key <= horizon:
+                per_key.setdefault(key, []).append(packed)
+    out: list[tuple[str, ObjectMeta | bytes]] = []
+    for key in sorted(per_key):
+        meta = pick_agreed_packed(per_key[key], k)
+        if meta is not None:
+            out.append((key, meta))
+    return out
 
 
 def _common_prefix(key: str, prefix: str, delimiter: str) -> str:

@@ -93,3 +93,9 @@ def pick_agreed_packed(copies: Sequence[bytes], quorum: int) -> ObjectMeta | Non
     if len(agreed) == 1:
         return ObjectMeta.unpack(agreed[0])
     return max((ObjectMeta.unpack(p) for p in agreed), key=lambda m: m.order)
+
+
+def summary(packed: bytes) -> tuple[int, str, int]:
+    """(mtime, etag, size) straight from a packed record: what a listing shows."""
+    fields = msgpack.unpackb(packed)
+    return fields[2], fields[4], fields[3]

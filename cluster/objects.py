@@ -298,18 +298,18 @@ class ObjectLayer:
 
 def merge_pages(pages: Sequence[ListPage], max_keys: int) -> ListPage:
     """Merges the pages of several sets listed from the same marker."""
-    items: dict[str, ObjectMeta | None] = {}
+    items: dict[str, tuple[str, int, str, int] | None] = {}
     for page in pages:
-        items.update(page.objects)
+        items.update((entry[0], entry) for entry in page.objects)
         items.update(dict.fromkeys(page.prefixes))
     ordered = sorted(items)
     merged = ListPage(truncated=len(ordered) > max_keys or any(p.truncated for p in pages))
     for name in ordered[:max_keys]:
-        meta = items[name]
-        if meta is None:
+        entry = items[name]
+        if entry is None:
             merged.prefixes.append(name)
             merged.next_marker = name + PAST
         else:
-            merged.objects.append((name, meta))
+            merged.objects.append(entry)
             merged.next_marker = name
     return merged

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DRIVE_PROBE_INTERVAL = 2.0
 CANCEL_WAIT = 5.0
+READ_BUFSIZE = 1 << 20
 POOL_FREE_INTERVAL = 30.0  # after the grace: how long cancelled requests get to clean up
 
 
@@ -187,7 +188,9 @@ class Node:
                     )
             return await s3(request)
 
-        return S3Server(dispatch, handler_cancellation=False, access_log=None)
+        # 1 MiB read buffer: with aiohttp's 64 KiB a large upload pauses and resumes the
+        # socket for every few chunks.
+        return S3Server(dispatch, handler_cancellation=False, access_log=None, read_bufsize=READ_BUFSIZE)
 
     @staticmethod
     def _shutting_down() -> web.Response:

@@ -125,7 +125,7 @@ async def list_objects(req: S3Request) -> web.Response:
     page = await req.layer.list_objects(
         req.bucket, prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys
     )
-    objects = [(key, m.mtime, m.etag, m.size) for key, m in page.objects]
+    objects = page.objects
     if v2:
         fields = {}
         if "continuation-token" in q:

@@ -74,7 +74,8 @@ async def body_chunks(req: S3Request) -> AsyncIterator[bytes]:
     stall = req.services.body_stall_timeout
     while True:
         try:
-            chunk = await asyncio.wait_for(content.readany(), stall)
+            async with asyncio.timeout(stall):  # a timer, not a task per chunk like wait_for
+                chunk = await content.readany()
         except TimeoutError:
             raise RequestTimeout() from None
         if not chunk:

@@ -7,6 +7,7 @@ and rejects DTDs so no entity expansion can happen.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,6 +17,9 @@ from node.s3.errors import MalformedXML
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+_SPECIAL = re.compile(r"[&<>\x00-\x1f\x7f-\x9f]")
 
 
 def iso8601(ns: int) -> str:
@@ -140,15 +144,16 @@ def list_objects(
         parts.append(el("EncodingType", "url"))
     parts.append(el("IsTruncated", "true" if truncated else "false"))
     who = owner(owner_id) if owner_id else ""
+    dates: dict[int, str] = {}  # a page's objects mostly share their second
     for key, mtime, etag, size in objects:
+        second, ms = divmod(mtime // 1_000_000, 1000)
+        date = dates.get(second)
+        if date is None:
+            date = dates[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         parts.append(
-            "<Contents>"
-            + el("Key", name(key))
-            + el("LastModified", iso8601(mtime))
-            + el("ETag", f'"{etag}"')
-            + el("Size", size)
-            + who
-            + "<StorageClass>STANDARD</StorageClass></Contents>"
+            f"<Contents><Key>{escape(name(key)) if _SPECIAL.search(key) or encode else key}</Key><LastModified>{date}.{ms:03d}Z</LastModified>"
+            f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{who}"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
         )
     parts += [f"<CommonPrefixes>{el('Prefix', name(p))}</CommonPrefixes>" for p in prefixes]
     return document("ListBucketResult", parts)
