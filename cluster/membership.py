@@ -122,6 +122,12 @@ class MembershipView:
         p = self._peers.get(peer)
         return p.state if p is not None else PeerState.OFFLINE
 
+    def counted(self, peer: str) -> bool:
+        """Whether the peer belongs to the majority (it was in the cluster at start, or it
+        has answered since its pool was announced)."""
+        p = self._peers.get(peer)
+        return peer == self.self_id or (p is not None and p.counted)
+
     def is_alive(self, peer: str) -> bool:
         return self.state(peer) is PeerState.ALIVE
 

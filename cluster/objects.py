@@ -51,6 +51,7 @@ class ObjectLayer:
         on_partial: Hook | None = None,
         on_degraded: Hook | None = None,
         write_gate: Callable[[], bool] | None = None,
+        pool_usable: Callable[[int], bool] | None = None,
     ) -> None:
         if not sets:
             raise ValueError("an object layer needs at least one erasure set")
@@ -61,6 +62,8 @@ class ObjectLayer:
         self._on_degraded = on_degraded or _log_hook("degraded read")
         self._write_gate = write_gate
         self.pool_free: dict[int, int] = {}  # free bytes per pool, refreshed by the node
+        self._usable = pool_usable or (lambda pool: True)
+        self._bucket_in_pool: set[tuple[int, str]] = set()
 
     def _check_writable(self) -> None:
         """A node cut off from the cluster's majority must not accept writes it cannot make
@@ -70,11 +73,35 @@ class ObjectLayer:
 
     # -- placement ----------------------------------------------------------------------
     @property
+    def active_sets(self) -> list[ErasureSet]:
+        """Sets of the first pool and of every pool whose nodes have joined; a pool just
+        announced holds nothing yet and is left out rather than failing every request."""
+        first = self.sets[0].pool
+        return [s for s in self.sets if s.pool == first or self._usable(s.pool)]
+
+    @property
     def pools(self) -> dict[int, list[ErasureSet]]:
         pools: dict[int, list[ErasureSet]] = {}
-        for eset in self.sets:
+        for eset in self.active_sets:
             pools.setdefault(eset.pool, []).append(eset)
         return pools
+
+    async def _has_bucket(self, pool: int, bucket: str) -> bool:
+        """Whether a pool's sets already carry the bucket (a new pool gets buckets from the
+        catch-up worker; until then new objects go elsewhere)."""
+        if pool == self.sets[0].pool or (pool, bucket) in self._bucket_in_pool:
+            return True
+        for eset in self.pools.get(pool, []):
+            ok, _ = await fan_out(
+                [(lambda d=d: d.bucket_exists(bucket)) for d in eset.drives],
+                timeout=eset.timeouts.meta,
+                need=eset.write_quorum,
+                grace=eset.timeouts.meta_grace,
+            )
+            if sum(ok.values()) < eset.write_quorum:
+                return False
+        self._bucket_in_pool.add((pool, bucket))
+        return True
 
     def add_sets(self, sets: Sequence[ErasureSet]) -> None:
         """A new pool joins: its sets take new objects; nothing already stored moves."""
@@ -100,11 +127,13 @@ class ObjectLayer:
             pass
         unmeasured = [p for p in pools if p not in self.pool_free]
         if unmeasured:
-            return max(unmeasured)  # a pool just added: nothing measured yet, and empty
-        most = max(self.pool_free[p] for p in pools)
-        # pools within 5% of the most free space count as equal: the newest takes it (it
-        # was added for capacity, and pools sharing one file system report the same space)
-        return max(p for p in pools if self.pool_free[p] >= most * 0.95)
+            choice = max(unmeasured)  # a pool just added: nothing measured yet, and empty
+        else:
+            most = max(self.pool_free[p] for p in pools)
+            # pools within 5% of the most free space count as equal: the newest takes it
+            # (it was added for capacity; pools sharing one file system report the same)
+            choice = max(p for p in pools if self.pool_free[p] >= most * 0.95)
+        return choice if await self._has_bucket(choice, bucket) else min(pools)
 
     async def _find_all(self, bucket: str, key: str) -> list[ReadHandle]:
         """The key's handle in every pool that has it (at least one); raises NoSuchKey when
@@ -132,7 +161,7 @@ class ObjectLayer:
     async def make_bucket(self, bucket: str) -> None:
         self._check_writable()
         created = self.clock.now()
-        for eset in self.sets:
+        for eset in self.active_sets:
             ok, errors = await fan_out(
                 [(lambda d=d: d.make_bucket(bucket, created)) for d in eset.drives],
                 timeout=eset.timeouts.meta,
@@ -190,13 +219,10 @@ class ObjectLayer:
 
     async def delete_bucket(self, bucket: str) -> None:
         self._check_writable()
-        for eset in self.sets:
-            page = await list_objects(
-                eset, bucket, prefix="", delimiter="", start_after="", max_keys=1
-            )
-            if page.objects:
-                raise BucketNotEmpty(bucket)
-        for eset in self.sets:
+        page = await self.list_objects(bucket, max_keys=1)
+        if page.objects or page.prefixes:
+            raise BucketNotEmpty(bucket)
+        for i, eset in enumerate(self.active_sets):
             ok, errors = await fan_out(
                 [(lambda d=d: d.delete_bucket(bucket, force=True)) for d in eset.drives],
                 timeout=eset.timeouts.meta,
@@ -208,7 +234,7 @@ class ObjectLayer:
                 raise WriteQuorumLost(
                     "delete bucket", eset.write_quorum, len(ok), len(eset.drives), errors
                 )
-            if not ok and gone >= eset.read_quorum:
+            if i == 0 and not ok and gone >= eset.read_quorum:
                 raise NoSuchBucket(bucket)
 
     # -- objects ------------------------------------------------------------------------
@@ -237,8 +263,13 @@ class ObjectLayer:
         """Idempotent: deleting a missing key succeeds, as in S3. Removes the key from every
         pool (an older copy in another pool must not reappear)."""
         self._check_writable()
+        first = self.sets[0].pool
         for pool in sorted(self.pools):
-            await self._delete_in(self.set_for(bucket, key, pool), bucket, key)
+            try:
+                await self._delete_in(self.set_for(bucket, key, pool), bucket, key)
+            except NoSuchBucket:
+                if pool == first:
+                    raise  # later pools may not have the bucket yet: nothing to delete there
 
     async def _delete_in(self, eset: ErasureSet, bucket: str, key: str) -> None:
         ok, errors = await fan_out(
@@ -280,7 +311,7 @@ class ObjectLayer:
         start_after: str = "",
         max_keys: int = 1000,
     ) -> ListPage:
-        pages = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 list_objects(
                     eset,
@@ -290,9 +321,17 @@ class ObjectLayer:
                     start_after=start_after,
                     max_keys=max_keys,
                 )
-                for eset in self.sets
-            )
+                for eset in self.active_sets
+            ),
+            return_exceptions=True,
         )
+        pages: list[ListPage] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, NoSuchBucket) and i > 0:
+                continue  # a newer pool without the bucket yet holds none of its objects
+            if isinstance(outcome, BaseException):
+                raise outcome
+            pages.append(outcome)
         return pages[0] if len(pages) == 1 else merge_pages(pages, max_keys)
 
 

@@ -173,44 +173,44 @@ async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
 
 
 # -- CLI client ---------------------------------------------------------------------------
+def _call(
+    endpoint: str,
+    method: str,
+    what: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    body: bytes = b"",
+    region: str = "us-east-1",
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """One signed admin request; failures end the command with a readable message."""
+    from node.s3.signer import sign
+
+    url = endpoint.rstrip("/") + ADMIN_PREFIX + what
+    headers = sign(method, url, access_key, secret_key, region=region, body=body)
+    req = urllib.request.Request(url, data=body or None, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise SystemExit(f"shardfleet admin: {endpoint} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+
+
 def fetch_status(
     endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
 ) -> dict[str, Any]:
-    from node.s3.signer import sign
-
-    url = endpoint.rstrip("/") + ADMIN_PREFIX + "status"
-    req = urllib.request.Request(
-        url, headers=sign("GET", url, access_key, secret_key, region=region)
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(
-            f"shardfleet admin: {endpoint} answered {exc.code}: {exc.read().decode(errors='replace')[:500]}"
-        ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+    return _call(endpoint, "GET", "status", access_key, secret_key, region=region)
 
 
 def post_pool(
     endpoint: str, access_key: str, secret_key: str, nodes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    from node.s3.signer import sign
-
-    url = endpoint.rstrip("/") + ADMIN_PREFIX + "pools"
     body = json.dumps({"nodes": nodes}).encode()
-    headers = sign("POST", url, access_key, secret_key, body=body)
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(
-            f"shardfleet admin: {endpoint} answered {exc.code}: {exc.read().decode(errors='replace')[:500]}"
-        ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+    return _call(endpoint, "POST", "pools", access_key, secret_key, body=body, timeout=60.0)
 
 
 def render_status(st: dict[str, Any]) -> str:

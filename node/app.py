@@ -77,7 +77,10 @@ class Node:
         for warning in self.cluster.warnings:
             log.warning("topology: %s", warning)
         layer = ObjectLayer(
-            self.cluster.sets, write_gate=self.cluster.has_majority, **self._hooks()
+            self.cluster.sets,
+            write_gate=self.cluster.has_majority,
+            pool_usable=self.cluster.pool_joined,
+            **self._hooks(),
         )
         self.cluster.on_new_sets.append(layer.add_sets)
         return layer
@@ -100,9 +103,15 @@ class Node:
                 f"node {config.node!r} is in no pool of the cluster (ask admin add-pool first)"
             )
         spec = found[1]
-        self.config = config.model_copy(
+        joined = config.model_copy(
             update={"drives": [Path(d) for d in spec.drives], "address": spec.s3}
         )
+        if joined.dev_credentials and not joined.is_loopback:
+            raise FormatError(
+                f"refusing to listen on {spec.s3} with the printed development credentials: "
+                "set SHARDFLEET_ACCESS_KEY and SHARDFLEET_SECRET_KEY"
+            )
+        self.config = joined
         self._topology = topology
 
     def _hooks(self) -> dict[str, object]:
@@ -190,7 +199,9 @@ class Node:
 
         # 1 MiB read buffer: with aiohttp's 64 KiB a large upload pauses and resumes the
         # socket for every few chunks.
-        return S3Server(dispatch, handler_cancellation=False, access_log=None, read_bufsize=READ_BUFSIZE)
+        return S3Server(
+            dispatch, handler_cancellation=False, access_log=None, read_bufsize=READ_BUFSIZE
+        )
 
     @staticmethod
     def _shutting_down() -> web.Response:

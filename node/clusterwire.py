@@ -146,6 +146,15 @@ class ClusterRuntime:
     def has_majority(self) -> bool:
         return self.view.has_majority(time.monotonic())
 
+    def pool_joined(self, pool: int) -> bool:
+        """False while a pool announced by add-pool has had none of its nodes answer yet:
+        it can hold no data, so reads, listings and placement leave it out (instead of
+        failing for want of its drives). After a restart every known pool counts."""
+        if pool >= len(self.topology.pools):
+            return False
+        nodes = [n.id for n in self.topology.pools[pool]]
+        return self.config.node in nodes or any(self.view.counted(n) for n in nodes)
+
     def _pool_sets(
         self, pool: int, nodes: tuple[NodeSpec, ...]
     ) -> tuple[list[ErasureSet], dict[Path, Drive]]:
@@ -178,6 +187,7 @@ class ClusterRuntime:
                             fmt.drive_id,
                             slot.drive,
                             is_alive=self.view.is_alive,
+                            observe=self.observe_rpc,
                         )
                     )
             sets.append(

@@ -98,7 +98,9 @@ class DevCluster:
         self.config = write_cluster_files(spec)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def add_pool(self, nodes: int, drives_per_node: int | None = None) -> list[int]:
+    def add_pool(
+        self, nodes: int, drives_per_node: int | None = None, *, start: bool = True
+    ) -> list[int]:
         """Adds a pool of `nodes` new node processes through `admin add-pool`; returns their
         numbers. They start with the same cluster file and learn their place from a seed."""
         from node.admin import post_pool
@@ -134,8 +136,9 @@ class DevCluster:
             env.get("SHARDFLEET_SECRET_KEY", DEV_SECRET_KEY),
             entries,
         )
-        for i in numbers:
-            self.start_node(i)
+        if start:
+            for i in numbers:
+                self.start_node(i)
         return numbers
 
     def endpoint(self, i: int) -> str:

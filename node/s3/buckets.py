@@ -125,7 +125,6 @@ async def list_objects(req: S3Request) -> web.Response:
     page = await req.layer.list_objects(
         req.bucket, prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys
     )
-    objects = page.objects
     if v2:
         fields = {}
         if "continuation-token" in q:
@@ -134,36 +133,25 @@ async def list_objects(req: S3Request) -> web.Response:
             fields["NextContinuationToken"] = _encode_token(page.next_marker)
         if "start-after" in q:
             fields["StartAfter"] = q["start-after"]
-        body = xml.list_objects(
-            bucket=req.bucket,
-            prefix=prefix,
-            delimiter=delimiter,
-            max_keys=max_keys,
-            objects=objects,
-            prefixes=page.prefixes,
-            truncated=page.truncated,
-            encode=encoding == "url",
-            owner_id=req.services.owner_id if q.get("fetch-owner") == "true" else None,
-            v2_fields=fields,
-            v1_fields=None,
-        )
+        owner = req.services.owner_id if q.get("fetch-owner") == "true" else None
     else:
         fields = {"Marker": q.get("marker", "")}
         if page.truncated:
             fields["NextMarker"] = page.next_marker.rstrip("\U0010ffff")
-        body = xml.list_objects(
-            bucket=req.bucket,
-            prefix=prefix,
-            delimiter=delimiter,
-            max_keys=max_keys,
-            objects=objects,
-            prefixes=page.prefixes,
-            truncated=page.truncated,
-            encode=encoding == "url",
-            owner_id=req.services.owner_id,
-            v2_fields=None,
-            v1_fields=fields,
-        )
+        owner = req.services.owner_id  # V1 always lists owners
+    body = xml.list_objects(
+        bucket=req.bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        max_keys=max_keys,
+        objects=page.objects,
+        prefixes=page.prefixes,
+        truncated=page.truncated,
+        encode=encoding == "url",
+        owner_id=owner,
+        fields=fields,
+        key_count=v2,
+    )
     return xml_response(body)
 
 

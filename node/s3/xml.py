@@ -122,21 +122,20 @@ def list_objects(
     truncated: bool,
     encode: bool,
     owner_id: str | None,
-    v2_fields: dict[str, str] | None,
-    v1_fields: dict[str, str] | None,
+    fields: dict[str, str],
+    key_count: bool,
 ) -> bytes:
-    """ListBucketResult for ListObjectsV2 (v2_fields) or ListObjects v1 (v1_fields)."""
+    """ListBucketResult: `fields` are the version's own (ContinuationToken... for V2,
+    Marker... for V1); V2 also reports KeyCount."""
     from urllib.parse import quote
 
     def name(value: str) -> str:
         return quote(value, safe="/") if encode else value
 
     parts = [el("Name", bucket), el("Prefix", name(prefix))]
-    if v2_fields is not None:
-        parts += [el(k, v) for k, v in v2_fields.items()]
+    parts += [el(k, v) for k, v in fields.items()]
+    if key_count:
         parts.append(el("KeyCount", len(objects) + len(prefixes)))
-    else:
-        parts += [el(k, v) for k, v in (v1_fields or {}).items()]
     parts.append(el("MaxKeys", max_keys))
     if delimiter:
         parts.append(el("Delimiter", name(delimiter)))

@@ -25,7 +25,14 @@ def test_add_pool_keeps_old_objects_and_takes_new_ones(dev_cluster):
         s3.put_object(Bucket="growing", Key=key, Body=data)
     before = pool_dirs(dev_cluster, range(1, 5), "growing")
 
-    new_nodes = dev_cluster.add_pool(4)
+    new_nodes = dev_cluster.add_pool(4, start=False)
+    # announced but not started: the running cluster keeps serving everything
+    s3.put_object(Bucket="growing", Key="during-window", Body=b"window")
+    old["during-window"] = b"window"
+    assert s3.get_object(Bucket="growing", Key="old-0")["Body"].read() == old["old-0"]
+    assert listing(s3, "growing") == sorted(old)
+    for i in new_nodes:
+        dev_cluster.start_node(i)
     dev_cluster.wait_ready(new_nodes, timeout=90)
     everyone = [client(dev_cluster.endpoint(i)) for i in range(1, 9)]
 
@@ -38,7 +45,7 @@ def test_add_pool_keeps_old_objects_and_takes_new_ones(dev_cluster):
                 == data
             )
     # nothing moved: the old pool holds exactly what it held
-    assert pool_dirs(dev_cluster, range(1, 5), "growing") == before
+    assert pool_dirs(dev_cluster, range(1, 5), "growing") == before  # ("during-window" is inline)
     assert pool_dirs(dev_cluster, range(5, 9), "growing") == 0
 
     # new objects go to the new, emptier pool (once it has the bucket)
