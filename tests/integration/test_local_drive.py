@@ -13,8 +13,17 @@ from node.storage.format import open_drives
 
 
 def meta(vid: str) -> ObjectMeta:
-    return ObjectMeta(vid=vid, mtime=1, size=0, etag="d41d8cd98f00b204e9800998ecf8427e", k=1, m=0,
-                      stripe=1 << 20, dist=[0], inline=True)
+    return ObjectMeta(
+        vid=vid,
+        mtime=1,
+        size=0,
+        etag="d41d8cd98f00b204e9800998ecf8427e",
+        k=1,
+        m=0,
+        stripe=1 << 20,
+        dist=[0],
+        inline=True,
+    )
 
 
 @pytest.fixture
@@ -31,7 +40,9 @@ async def drive(tmp_path):
 async def test_long_keys_sort_like_s3(drive):
     rng = random.Random(7)
     head = "p/" + "x" * 600
-    keys = {head + "".join(rng.choice("abcé/") for _ in range(rng.randint(1, 300))) for _ in range(60)}
+    keys = {
+        head + "".join(rng.choice("abcé/") for _ in range(rng.randint(1, 300))) for _ in range(60)
+    }
     keys |= {"a", "p/", "p/x", "z" * 1024, "é" * 500, head[:450], head[:447]}
     for i, key in enumerate(sorted(keys)):
         await drive.commit("bkt", key, meta(f"{i:032x}"), b"")

@@ -53,7 +53,9 @@ def decode_object(files: dict[int, bytes], size: int, p: ErasureParams) -> bytes
     out = bytearray()
     for span in stripes_for_range(size, p, 0, size):
         blocks = {
-            i: verify_block(f[span.file_offset : span.file_offset + span.framed_len], span.block_len)
+            i: verify_block(
+                f[span.file_offset : span.file_offset + span.framed_len], span.block_len
+            )
             for i, f in files.items()
         }
         out += codec.join(codec.decode(blocks), span.data_len)
@@ -72,7 +74,9 @@ def test_any_k_shards_rebuild_exact_bytes(p, data, seed):
 @pytest.mark.parametrize("size_kind", ["empty", "one", "exact", "odd"])
 def test_every_k_subset_edge_sizes(k, m, size_kind):
     p = ErasureParams(k, m, stripe_size=12)
-    size = {"empty": 0, "one": 1, "exact": 3 * p.stripe_size, "odd": 3 * p.stripe_size + 5}[size_kind]
+    size = {"empty": 0, "one": 1, "exact": 3 * p.stripe_size, "odd": 3 * p.stripe_size + 5}[
+        size_kind
+    ]
     data = bytes(random.Random(size).randbytes(size))
     files = encode_object(data, p)
     for subset in itertools.combinations(range(p.n), k):
