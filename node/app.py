@@ -237,7 +237,19 @@ class Node:
             for row in self.cluster.view.snapshot(time.monotonic()):
                 counts[str(row["state"])] = counts.get(str(row["state"]), 0) + 1
             state["membership"] = counts
-            state["gauges"] = {"cluster_majority": 1.0 if self.cluster.has_majority() else 0.0}
+            endpoint = self.cluster.endpoint
+            connected = sum(endpoint.peer_state(p).connected for p in self.cluster.peers.values())
+            state["gauges"] = {
+                "cluster_majority": 1.0 if self.cluster.has_majority() else 0.0,
+                "quic_connections": float(connected),
+            }
+        sync = getattr(self, "bucket_sync", None)
+        if sync is not None:
+            gauges = state.setdefault("gauges", {})
+            assert isinstance(gauges, dict)
+            gauges["heal_bucket_passes"] = float(sync.passes)
+            gauges["heal_buckets_restored"] = float(sync.created)
+            gauges["heal_buckets_removed"] = float(sync.removed)
         return state
 
     def _health(self, path: str) -> web.Response:

@@ -179,3 +179,23 @@ def test_node_that_was_down_catches_up_on_buckets(dev_cluster):
         assert sum(len(version_dirs(d, "made-while-down")) for d in node4) >= 1
 
     eventually(shards_reach_node4, timeout=30)
+
+
+def test_cluster_metrics(dev_cluster):
+    import urllib.request
+
+    s3 = client(dev_cluster.endpoint(1))
+    s3.create_bucket(Bucket="metered")
+    s3.put_object(Bucket="metered", Key="k", Body=os.urandom(300_000))
+    with urllib.request.urlopen(dev_cluster.endpoint(1) + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values["shardfleet_quic_connections"] >= 3
+    assert values['shardfleet_membership_nodes{state="alive"}'] == 4
+    assert values["shardfleet_cluster_majority"] == 1
+    assert any(k.startswith("shardfleet_rpc_seconds_count{") and v > 0 for k, v in values.items())
+    assert "shardfleet_heal_bucket_passes" in values
