@@ -11,7 +11,9 @@ node, so a lost node costs a set one shard and the write quorum (k+1 = 3) still 
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +39,29 @@ class DevClusterSpec:
 
     def node_id(self, i: int) -> str:
         return f"node{i}"
+
+
+def _port_free(host: str, port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_base_port(nodes: int, host: str = "127.0.0.1") -> int:
+    """A base port whose S3 (base+i) and QUIC (base+100+i) ports are free for every node:
+    for tests and benchmarks that run beside other clusters."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 200)
+        if all(
+            _port_free(host, base + i) and _port_free(host, base + 100 + i)
+            for i in range(1, nodes + 1)
+        ):
+            return base
+    raise RuntimeError("no free port range")
 
 
 def write_cluster_files(spec: DevClusterSpec) -> Path:

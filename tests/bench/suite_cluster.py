@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -42,29 +40,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY  # noqa: E402
-from node.devcluster import DevCluster, DevClusterSpec  # noqa: E402
+from node.devcluster import DevCluster, DevClusterSpec, free_base_port  # noqa: E402
 
 LABEL = "shardfleet-cluster"
 NODE_RSS_LIMIT_MB = 200.0  # MB = 10^6 bytes, as the issue states it
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port with S3 (base+i) and QUIC (base+100+i) free (as tests/cluster/conftest)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 200)
-        if all(_free(base + i) and _free(base + 100 + i) for i in range(1, nodes + 1)):
-            return base
-    raise RuntimeError("no free port range")
 
 
 class BenchCluster:

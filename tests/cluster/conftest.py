@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import random
-import socket
 from collections.abc import Iterator
 
 import boto3
@@ -9,26 +7,7 @@ import pytest
 from botocore.config import Config
 
 from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
-from node.devcluster import DevCluster, DevClusterSpec
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port with S3 (base+i) and QUIC (base+100+i) ports free for every node."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 200)
-        if all(_free(base + i) and _free(base + 100 + i) for i in range(1, nodes + 1)):
-            return base
-    raise RuntimeError("no free port range")
+from node.devcluster import DevCluster, DevClusterSpec, free_base_port
 
 
 def client(endpoint: str, **config: object):

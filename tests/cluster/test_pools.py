@@ -48,21 +48,23 @@ def test_add_pool_keeps_old_objects_and_takes_new_ones(dev_cluster):
     assert pool_dirs(dev_cluster, range(1, 5), "growing") == before  # ("during-window" is inline)
     assert pool_dirs(dev_cluster, range(5, 9), "growing") == 0
 
-    # new objects go to the new, emptier pool (once it has the bucket)
+    # new objects go to the new, emptier pool once the bucket catch-up has given it the bucket
+    def probe_lands_in_new_pool() -> None:
+        everyone[0].put_object(Bucket="growing", Key="probe", Body=os.urandom(200_000))
+        assert pool_dirs(dev_cluster, range(5, 9), "growing") > 0
+
+    eventually(probe_lands_in_new_pool, timeout=60)
+    old["probe"] = everyone[0].get_object(Bucket="growing", Key="probe")["Body"].read()
+    in_new_pool = pool_dirs(dev_cluster, range(5, 9), "growing")
     new = {f"new-{i}": os.urandom(250_000 + i) for i in range(4)}
     for i, (key, data) in enumerate(new.items()):
-        eventually(
-            lambda i=i, key=key, data=data: everyone[i % 8].put_object(
-                Bucket="growing", Key=key, Body=data
-            )
-        )
-    assert pool_dirs(dev_cluster, range(5, 9), "growing") >= len(new)
+        everyone[i % 8].put_object(Bucket="growing", Key=key, Body=data)
+    assert pool_dirs(dev_cluster, range(5, 9), "growing") >= in_new_pool + len(new)
     # an overwrite of an old key stays in the old pool
+    in_new_pool = pool_dirs(dev_cluster, range(5, 9), "growing")
     old["old-0"] = os.urandom(280_000)
     everyone[6].put_object(Bucket="growing", Key="old-0", Body=old["old-0"])
-    assert pool_dirs(dev_cluster, range(5, 9), "growing") == eventually(
-        lambda: pool_dirs(dev_cluster, range(5, 9), "growing")
-    )
+    assert pool_dirs(dev_cluster, range(5, 9), "growing") == in_new_pool
     for c in (everyone[0], everyone[7]):
         for key, data in {**old, **new}.items():
             assert c.get_object(Bucket="growing", Key=key)["Body"].read() == data

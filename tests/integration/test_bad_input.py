@@ -7,11 +7,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import botocore.auth
 import pytest
 from botocore.exceptions import ClientError
 
-from node.config import DEV_ACCESS_KEY
+from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from tests.support.raw_http import (  # noqa: F401 - pytest fixtures  # shared raw-HTTP tools
     REGION,
     STREAMED,
@@ -158,12 +157,16 @@ def test_signed_header_missing_from_request(server, s3, raw, bucket):
     assert_stored_nothing(server, s3, bucket, "k")
 
 
-def test_request_time_too_skewed(server, s3, raw, bucket, monkeypatch):
-    an_hour_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: an_hour_ago)
-    reply = raw.request("PUT", path(bucket, "k"), b"data")
-    expect_error(reply, 403, "RequestTimeTooSkewed")
-    monkeypatch.undo()
+def test_request_time_too_skewed(server, s3, raw, bucket):
+    from node.s3.signer import sign
+
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    target = path(bucket, "k")
+    headers = sign(
+        "PUT", raw.endpoint + target, DEV_ACCESS_KEY, DEV_SECRET_KEY, now=an_hour_ago, body=b"data"
+    )
+    headers["Content-Length"] = "4"
+    expect_error(raw.send("PUT", target, headers, [b"data"]), 403, "RequestTimeTooSkewed")
     assert_stored_nothing(server, s3, bucket, "k")
 
 
