@@ -235,7 +235,10 @@ class Getter:
     async def _fetch(
         self, handle: ReadHandle, run: list[StripeSpan], positions: list[int], bad: set[int]
     ) -> list[dict[int, memoryview]]:
-        """Reads the run from each position; returns per stripe {shard index: good block}."""
+        """Reads the run from each position; returns per stripe {shard index: good block}.
+
+        CRC32C runs here, on the loop: hardware CRC does a 512 KiB block in ~40 us, less
+        than a hop to the CPU pool would cost; decoding, when needed, goes to the pool."""
         offset = run[0].file_offset
         length = run[-1].file_offset + run[-1].framed_len - offset
         drives = self.eset.drives

@@ -3,8 +3,7 @@
 Every multi-drive operation goes through `fan_out`: it starts all calls, waits until each
 has answered or the deadline passed, and splits the outcome into successes and a per-drive
 error map. Calls still running at the deadline are cancelled (a cancelled drive call resets
-its stream or abandons its thread job) and count as failures. `need_quorum` turns the
-outcome into a QuorumError of the caller's choosing.
+its stream or abandons its thread job) and count as failures.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
-
-from cluster.errors import QuorumLost
 
 T = TypeVar("T")
 
@@ -78,16 +75,3 @@ async def fan_out(
         else:
             results[i] = task.result()
     return results, errors
-
-
-def need_quorum(
-    error: type[QuorumLost],
-    what: str,
-    results: dict[int, T],
-    errors: dict[int, BaseException],
-    need: int,
-    total: int,
-) -> dict[int, T]:
-    if len(results) < need:
-        raise error(what, need, len(results), total, errors)
-    return results

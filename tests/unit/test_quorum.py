@@ -5,8 +5,7 @@ import random
 
 import pytest
 
-from cluster.errors import WriteQuorumLost
-from cluster.quorum import CallTimeout, fan_out, need_quorum
+from cluster.quorum import CallTimeout, fan_out
 
 
 def outcome(kind: str, delay: float = 0.0):
@@ -40,9 +39,3 @@ async def test_timeout_and_grace():
     assert len(ok) == 3 and isinstance(errors[3], CallTimeout)
     ok, errors = await fan_out(calls, timeout=0.05)
     assert isinstance(errors[3], CallTimeout)
-
-
-def test_need_quorum_raises_with_the_error_map():
-    with pytest.raises(WriteQuorumLost) as err:
-        need_quorum(WriteQuorumLost, "put", {0: 1}, {1: OSError("x"), 2: OSError("y")}, 3, 4)
-    assert err.value.need == 3 and err.value.got == 1 and set(err.value.errors) == {1, 2}
