@@ -118,7 +118,10 @@ class Getter:
             holders = sorted(results)
         else:
             holders = list(range(n))
-        return ReadHandle(bucket, key, meta, holders, results, [], eset)
+        # drives that cannot answer are as good as missing this version: report them, as
+        # the full path would, so the degraded-read signal does not depend on the path
+        offline = [i for i in range(n) if not drives[i].online]
+        return ReadHandle(bucket, key, meta, holders, results, offline, eset)
 
     async def _open_all(self, bucket: str, key: str) -> ReadHandle:
         drives = self.eset.drives
