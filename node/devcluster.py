@@ -41,6 +41,25 @@ class DevClusterSpec:
         return f"node{i}"
 
 
+def serve_command(data: Path, drives: int, ec: str, *extra: str) -> list[str]:
+    """The command line of a standalone node on a free loopback port (it prints the port)."""
+    return [
+        sys.executable,
+        "-m",
+        "node.main",
+        "serve",
+        "--data",
+        str(data),
+        "--drives",
+        str(drives),
+        "--ec",
+        ec,
+        "--address",
+        "127.0.0.1:0",
+        *extra,
+    ]
+
+
 def _port_free(host: str, port: int) -> bool:
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as sock:

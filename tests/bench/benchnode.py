@@ -25,6 +25,12 @@ from pathlib import Path
 
 from proctree import descendants
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from node.devcluster import serve_command  # noqa: E402
+
 DEV_ACCESS_KEY = "shardfleet-dev"
 DEV_SECRET_KEY = "shardfleet-dev-secret-key"
 _ENDPOINT = re.compile(r"^\s*endpoint:\s+(http://\S+)\s*$", re.M)
@@ -123,21 +129,7 @@ class BenchNode:
 
     def start(self, timeout: float = 30.0) -> BenchNode:
         """Start the node and wait for its banner; raise RuntimeError (with the log) if not."""
-        cmd = [
-            sys.executable,
-            "-m",
-            "node.main",
-            "serve",
-            "--data",
-            str(self.data),
-            "--drives",
-            str(self.drives),
-            "--ec",
-            self.ec,
-            "--address",
-            "127.0.0.1:0",
-            *self.extra_args,
-        ]
+        cmd = serve_command(self.data, self.drives, self.ec, *self.extra_args)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("SHARDFLEET_ACCESS_KEY", None)  # unset -> the node uses the dev credentials
         env.pop("SHARDFLEET_SECRET_KEY", None)

@@ -193,3 +193,12 @@ def add_report(
         else:
             args = ()
         res.add(verdict, what, detail, command(suite, *args, "--duration", duration))
+
+
+def report_suspicious(res: SuiteResult, log: Path, problems: list[str], limit: int) -> None:
+    """Suspicious node-log lines to stderr (the first `limit`), counted in the suite notes."""
+    if not problems:
+        return
+    print(f"\n## {log}: {len(problems)} suspicious lines, first {limit}:", file=sys.stderr)
+    print("\n".join(problems[:limit]), file=sys.stderr)
+    res.notes.append(f"{len(problems)} suspicious lines in {log}")

@@ -26,6 +26,7 @@ from matrix import (
     big_cell,
     loud_errors,
     print_table,
+    report_suspicious,
     run_2gib,
     run_matrix,
     suspicious,
@@ -139,13 +140,7 @@ def _report(
     loud_errors(LABEL, ours, out)
     for i in cluster.nodes:
         problems = suspicious(cluster.log(i).read_text(errors="replace"))
-        if problems:
-            print(
-                f"\n## {cluster.log(i)}: {len(problems)} suspicious lines, first 10:",
-                file=sys.stderr,
-            )
-            print("\n".join(problems[:10]), file=sys.stderr)
-            res.notes.append(f"{len(problems)} suspicious lines in {cluster.log(i)}")
+        report_suspicious(res, cluster.log(i), problems, 10)
     print(f"\n(JSON lines: {jsonl}; logs: {out}/{LABEL}.*.log, node logs: {cluster.logs}/)")
     res.broken = any(r.failed for r in ours)
     return res

@@ -26,6 +26,7 @@ from matrix import (
     big_cell,
     loud_errors,
     print_table,
+    report_suspicious,
     run_2gib,
     run_matrix,
     swift_runs,
@@ -55,14 +56,7 @@ def _report(a: argparse.Namespace, out: Path, node: BenchNode, big_ran: bool) ->
     print(f"\n  {c['PASS']} pass, {c['FAIL']} fail, {c['SKIP']} skipped")
     add_report(res, rep, "standalone", a.duration, a.big_size)
     loud_errors(LABEL, ours, out)
-    problems = node.problems()
-    if problems:
-        print(
-            f"\n## node log {node.log}: {len(problems)} suspicious lines, first 20:",
-            file=sys.stderr,
-        )
-        print("\n".join(problems[:20]), file=sys.stderr)
-        res.notes.append(f"{len(problems)} suspicious lines in {node.log}")
+    report_suspicious(res, node.log, node.problems(), 20)
     print(f"\n(JSON lines: {jsonl}; logs: {out}/{LABEL}.*.log, node log: {node.log})")
     res.broken = any(r.failed for r in ours)
     return res

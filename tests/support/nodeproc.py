@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ import boto3
 from botocore.config import Config
 
 from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from node.devcluster import serve_command
 
 _ENDPOINT = re.compile(r"endpoint:\s+(http://\S+)")
 
@@ -49,21 +49,7 @@ class NodeProcess:
         return self.data / f"drive{i}"
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "node.main",
-            "serve",
-            "--data",
-            str(self.data),
-            "--drives",
-            str(self.drives),
-            "--ec",
-            self.ec,
-            "--address",
-            "127.0.0.1:0",
-            *self.args,
-        ]
+        cmd = serve_command(self.data, self.drives, self.ec, *self.args)
         env = dict(os.environ)
         env.pop("SHARDFLEET_ACCESS_KEY", None)
         env.pop("SHARDFLEET_SECRET_KEY", None)
