@@ -5,10 +5,16 @@ BIN     = $(VENV)/bin
 DATA   ?= .data
 PORT   ?= 9000
 STAMP   = $(VENV)/.installed
+PKGS    = erasure transport cluster healing node
 
 .PHONY: run run-standalone test chaos bench lint venv clean
 
+# An editable install leaves our modules uncompiled, and with PYTHONDONTWRITEBYTECODE=1 (the
+# systemd unit sets it too) every start then compiled them again (~50 ms of a node's start-up).
+# A regular `pip install` byte-compiles at install time; this does the same for the source
+# tree, after the install and on every later make (only changed files: ~0.1 s).
 venv: $(STAMP)
+	$(BIN)/python -m compileall -q $(PKGS)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
