@@ -68,7 +68,25 @@ async def list_objects(
             raise ReadQuorumLost("list", k, len(results), len(eset.drives), errors)
         full = [rows[-1][0] for rows in results.values() if len(rows) >= batch]
         horizon = min(full) if full else None
-        for key, meta in _agreed(list(results.values()), horizon, k):
+        agreed = _agreed(list(results.values()), horizon, k)
+        if not delimiter:  # the common listing: every agreed key is an object of the page
+            room = max_keys - len(page.objects)
+            page.objects += [
+                (key, meta.mtime, meta.etag, meta.size)
+                if isinstance(meta, ObjectMeta)
+                else (key, *summary(meta))
+                for key, meta in agreed[:room]
+            ]
+            if page.objects:
+                page.next_marker = page.objects[-1][0]
+            if len(agreed) > room:
+                page.truncated = True
+                return page
+            if horizon is None:
+                return page
+            marker = horizon
+            continue
+        for key, meta in agreed:
             if current_cp and key.startswith(current_cp):
                 continue
             if len(page.objects) + len(page.prefixes) >= max_keys:

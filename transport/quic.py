@@ -10,6 +10,8 @@ file to check (written against aioquic 1.7.2):
 - `QuicStreamSender._buffer_start/_buffer_stop` give a stream's unacknowledged bytes
   (queued or in flight), which `send()` uses for backpressure.
 - `QuicConnection.tls.client_random` is the per-connection value the auth proof binds to.
+- `HeaderProtection.apply/remove` and `CryptoContext.decrypt_packet` are replaced by the
+  copy-free versions in `transport.quic_crypto` (same bytes on the wire).
 - `QuicConnection._close_event` tells us at once that a close was sent or received;
   aioquic only emits ConnectionTerminated after the 3-PTO draining period.
 
@@ -31,9 +33,12 @@ from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.stream import QuicStream
 from cryptography.hazmat.primitives import serialization
 
+from transport import quic_crypto
 from transport.config import TransportConfig
 from transport.rpc_state import ReceiveWindow
 from transport.tls import NodeIdentity
+
+quic_crypto.install()
 
 ALPN = "shardfleet-rpc/1"
 _MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8

@@ -61,3 +61,20 @@ async def test_long_keys_sort_like_s3(drive):
         await drive.delete("bkt", key)
     remaining = [k for k, _ in await drive.scan("bkt", "", "", 1000)]
     assert remaining == sorted(list(keys)[10:])
+
+
+async def test_scan_pages_match_a_sorted_filter(drive):
+    """Prefix, start-after and limit at every boundary, on short keys (the fast path) and
+    with long keys mixed in (the general walk)."""
+    rng = random.Random(11)
+    keys = {"".join(rng.choice("ab/é") for _ in range(rng.randint(1, 6))) for _ in range(150)}
+    keys |= {"b/" + "y" * 700}
+    for i, key in enumerate(sorted(keys)):
+        await drive.commit("bkt", key, meta(f"{i:032x}"), b"")
+    probes = sorted(keys)[::7] + ["", "a", "b/", "é", "zz", "a/é"]
+    for prefix in ["", "a", "b", "b/", "é", "ab/", "c"]:
+        for after in probes:
+            for limit in (1, 3, 1000):
+                want = sorted(k for k in keys if k.startswith(prefix) and k > after)[:limit]
+                got = [k for k, _ in await drive.scan("bkt", prefix, after, limit)]
+                assert got == want, (prefix, after, limit)
