@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from node.malloc import tune_allocator  # noqa: E402
 from transport import (  # noqa: E402
     Peer,
     Response,
@@ -244,6 +245,7 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
+    tune_allocator()  # as a node does: both processes run with the node's malloc settings
     if args.serve is not None:
         asyncio.run(_serve(args.serve, _config(args.datagram, args.set)))
     else:
