@@ -17,9 +17,12 @@ the object layer treats any of them as "this drive did not answer" and lets quor
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+import msgpack
 
 from cluster.meta import ObjectMeta
 
@@ -87,6 +90,21 @@ class ShardWriter(Protocol):
     async def abort(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ScanDigest:
+    """A scan's rows summarised: replicas that agree send 30 bytes instead of the rows."""
+
+    count: int
+    last_key: str
+    digest: bytes
+
+
+def scan_digest(rows: list[tuple[str, bytes]]) -> ScanDigest:
+    """The digest of `scan` rows; equal rows give equal digests on every node."""
+    digest = hashlib.blake2b(msgpack.packb(rows), digest_size=16).digest()
+    return ScanDigest(len(rows), rows[-1][0] if rows else "", digest)
+
+
 @runtime_checkable
 class Drive(Protocol):
     drive_id: str
@@ -130,6 +148,12 @@ class Drive(Protocol):
     ) -> list[tuple[str, bytes]]:
         """Up to `limit` (key, packed meta) with key > start_after and key.startswith(prefix),
         sorted. Packed, because listing compares copies without decoding them."""
+
+    async def scan_digest(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> ScanDigest:
+        """`scan_digest` of what `scan` would return: listing reads the rows from one drive
+        and checks the others against them without moving their rows."""
 
 
 class OfflineDrive:

@@ -9,6 +9,8 @@ reached is DriveOffline, so quorum logic treats it like a dead disk.
     shard write  : one streamed call "drive.write_shard" per shard; the peer fsyncs when the
                    body ends and only then answers, so finish() means durable-but-staged.
     shard read   : one call per ranged read, the bytes as the response body.
+    listing      : "drive.scan" sends rows; "drive.scan_digest" only their digest, for
+                   the replicas listing checks against rows it already has.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cluster.drive import (
     DriveInfo,
     DriveOffline,
     MetaRecord,
+    ScanDigest,
     ShardWriter,
 )
 from cluster.meta import ObjectMeta
@@ -197,6 +200,16 @@ class RemoteDrive:
             raise _drive_error(exc) from exc
         return [(key, packed) for key, packed in rows]
 
+    async def scan_digest(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> ScanDigest:
+        h = (
+            await self._call(
+                "drive.scan_digest", {"b": bucket, "p": prefix, "s": start_after, "l": limit}
+            )
+        ).header
+        return ScanDigest(h["n"], h["last"], h["h"])
+
 
 # -- server side ------------------------------------------------------------------------------
 Handler = Callable[[Request], Awaitable[Response]]
@@ -273,6 +286,10 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], 1001))
         return Response({}, msgpack.packb(rows))
 
+    async def scan_digest(d: Drive, h: dict[str, Any], req: Request) -> Response:
+        got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], 1001))
+        return Response({"n": got.count, "last": got.last_key, "h": got.digest})
+
     table = {
         "info": info,
         "make_bucket": make_bucket,
@@ -286,5 +303,6 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         "read_shard": read_shard,
         "delete": delete,
         "scan": scan,
+        "scan_digest": scan_digest,
     }
     return {f"drive.{name}": wrap(fn) for name, fn in table.items()}

@@ -41,10 +41,12 @@ from cluster.drive import (
     DriveOffline,
     FileNotFound,
     MetaRecord,
+    ScanDigest,
     ShardNotFound,
     VolumeExists,
     VolumeNotEmpty,
     VolumeNotFound,
+    scan_digest,
 )
 from cluster.meta import ObjectMeta
 from cluster.topology import DriveFormat
@@ -381,6 +383,11 @@ class LocalDrive:
         if not rows and self.bucket_created(bucket) is None:
             raise VolumeNotFound(bucket)
         return rows
+
+    async def scan_digest(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> ScanDigest:
+        return scan_digest(await self.scan(bucket, prefix, start_after, limit))
 
     # -- start-up and shutdown ----------------------------------------------------------
     def reconcile_startup(self) -> None:
