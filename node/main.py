@@ -4,13 +4,72 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from node.config import ConfigError, NodeConfig, load
-from node.storage.format import FormatError
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+
+# Modules that both aiohttp and pydantic import: _import_server_libraries imports them
+# first, so that its two threads never import the same module at the same time.
+# tests/unit/test_startup_imports.py checks that nothing else is shared.
+_SHARED_IMPORTS = (
+    "copy",
+    "datetime",
+    "email.message",
+    "email.parser",
+    "hashlib",
+    "platform",
+    "random",
+    "tempfile",
+    "typing_extensions",
+    "uuid",
+    "uvloop",
+)
+
+
+def _import_server_libraries() -> None:
+    """Imports aiohttp.web and pydantic, the two biggest imports of a node, partly at once.
+
+    Importing aiohttp creates two SSL contexts (aiohttp.connector does it at import time, by
+    design), and each loads the system's CA bundle: ~100 ms in OpenSSL with the GIL released.
+    aiohttp is imported in a thread, and pydantic.main (~90 ms of pure Python) in the main
+    thread during exactly that time; then the main thread waits for the rest of aiohttp.
+    Not more overlap than that: two threads that import at the same time hand the GIL to
+    each other at every file system call of the import system, which costs more than it
+    saves (measured: no faster, +60..140 ms of CPU). So the main thread sleeps until the
+    thread has reached the SSL contexts; if that is never seen (another aiohttp version),
+    this is simply a sequential import. A failed import is left to the next import of the
+    module, in the main thread, which raises it.
+    """
+    for name in _SHARED_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            pass
+
+    def import_aiohttp() -> None:
+        try:
+            importlib.import_module("aiohttp.web")
+        except Exception:  # the main thread imports it next and reports the error
+            pass
+
+    thread = threading.Thread(target=import_aiohttp, name="import-aiohttp", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        connector = sys.modules.get("aiohttp.connector")
+        if connector is not None and hasattr(connector, "_make_ssl_context"):
+            break  # the module has reached the lines that create the SSL contexts
+        thread.join(0.002)
+    try:
+        importlib.import_module("pydantic.main")
+    finally:
+        thread.join()
 
 
 def _serve_args(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +152,8 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
 
 
 def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
+    from node.config import ConfigError
+
     paths = list(args.drive or [])
     if args.data is not None or args.drives is not None:
         if args.data is None or args.drives is None:
@@ -104,6 +165,10 @@ def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    _import_server_libraries()
+    from node.config import ConfigError, load
+    from node.storage.format import FormatError
+
     try:
         config = load(
             args.config,
@@ -250,6 +315,8 @@ def dev_cluster(args: argparse.Namespace) -> int:
 
 def config_check(args: argparse.Namespace) -> int:
     import tomllib
+
+    from node.config import ConfigError, load
 
     try:
         raw = tomllib.loads(args.file.read_text())
