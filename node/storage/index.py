@@ -141,12 +141,15 @@ class DriveIndex:
             sync=True,
             metasync=True,
         )
-        self.buckets = self.env.open_db(b"buckets")
-        self.objects = self.env.open_db(b"objects")
-        self.inline = self.env.open_db(b"inline")
-        self.vids = self.env.open_db(b"vids")
-        self.trash = self.env.open_db(b"trash")
-        self.longkeys = self.env.open_db(b"longkeys")
+        # one write transaction for all of them: on a new drive each open_db would otherwise
+        # commit (and sync) on its own
+        with self.env.begin(write=True) as txn:
+            self.buckets = self.env.open_db(b"buckets", txn=txn)
+            self.objects = self.env.open_db(b"objects", txn=txn)
+            self.inline = self.env.open_db(b"inline", txn=txn)
+            self.vids = self.env.open_db(b"vids", txn=txn)
+            self.trash = self.env.open_db(b"trash", txn=txn)
+            self.longkeys = self.env.open_db(b"longkeys", txn=txn)
         self._writer = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"lmdb-{path.parent.name}"
         )
