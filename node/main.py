@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import signal
@@ -164,7 +165,25 @@ def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
     return paths or None
 
 
+# Start-up allocates ~40,000 objects that live as long as the process (modules, classes,
+# functions) and little garbage. With the default GC threshold (a young collection every 700
+# new objects, an older one every 10 of those, a full one every 100) the cyclic GC ran ~115
+# times while they piled up: ~60 ms of a ~0.6 s start. Until the node is up, a young
+# collection comes every 10,000 new objects instead (~15 in all); then the thresholds are
+# back to what they were.
+STARTUP_GC_THRESHOLD = 10_000
+
+
 def serve(args: argparse.Namespace) -> int:
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], STARTUP_GC_THRESHOLD), *thresholds[1:])
+    try:
+        return _serve(args, thresholds)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _serve(args: argparse.Namespace, gc_thresholds: tuple[int, ...]) -> int:
     _import_server_libraries()
     from node.config import ConfigError, load
     from node.storage.format import FormatError
@@ -206,7 +225,7 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     try:
-        return asyncio.run(_run(config))
+        return asyncio.run(_run(config, gc_thresholds))
     except FormatError as exc:
         print(f"shardfleet: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -215,7 +234,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _run(config: NodeConfig) -> int:
+async def _run(config: NodeConfig, gc_thresholds: tuple[int, ...]) -> int:
     from node.app import Node, pid_banner
 
     node = Node(config)
@@ -225,6 +244,7 @@ async def _run(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         endpoint = await node.start()
+        gc.set_threshold(*gc_thresholds)  # see STARTUP_GC_THRESHOLD
         print(pid_banner(node.config, endpoint), flush=True)
         await stop.wait()
         logging.getLogger(__name__).info("stopping")
