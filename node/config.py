@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -237,6 +236,8 @@ def load(
     env = os.environ if env is None else env
     data: dict[str, object] = {}
     if file is not None:
+        import tomllib  # only with a config file (~3 ms of start-up)
+
         try:
             data = tomllib.loads(file.read_text())
         except OSError as exc:

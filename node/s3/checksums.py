@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import zlib
 from collections.abc import Callable
@@ -45,7 +46,9 @@ def _load_crc32c() -> _CrcFun:
         return fun
 
 
+@functools.cache
 def _load_crc64nvme() -> _CrcFun:
+    """On first use: few requests ask for CRC64NVME (the crcmod table costs ~2 ms of start-up)."""
     try:
         from awscrt.checksums import crc64nvme  # type: ignore[import-not-found]
 
@@ -62,7 +65,6 @@ def _load_crc64nvme() -> _CrcFun:
 
 
 _crc32c = _load_crc32c()
-_crc64nvme = _load_crc64nvme()
 
 
 class Checksum(Protocol):
@@ -121,7 +123,7 @@ def new_checksum(algorithm: str) -> Checksum:
     if alg == "CRC32C":
         return _Crc(alg, _crc32c, 4)
     if alg == "CRC64NVME":
-        return _Crc(alg, _crc64nvme, 8)
+        return _Crc(alg, _load_crc64nvme(), 8)
     return _Hash(alg)
 
 
