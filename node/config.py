@@ -70,7 +70,7 @@ class ClusterConfig(BaseModel):
     nodes: list[ClusterNode] = Field(min_length=1)
     """The first pool: its drives are grouped into erasure sets once, at cluster init."""
     tls: TlsConfig
-    seeds: list[str] = Field(default_factory=list)
+    seeds: list[str] = []  # pydantic copies a mutable default per instance (see NodeConfig.drives)
     """QUIC HOST:PORT of nodes to ask for the topology when this node is not in the first
     pool (a node of a pool added with `admin add-pool`); default: the first pool's nodes."""
     heartbeat_interval: float = Field(default=5.0, gt=0, le=300)
@@ -103,8 +103,11 @@ class NodeConfig(BaseModel):
 
     address: str = "127.0.0.1:9000"
     """host:port of the S3 endpoint (port 0 picks a free one and prints it)."""
-    drives: list[Path] = Field(default_factory=list)
+    drives: list[Path] = []
     """Drive directories, in set order: each k+m consecutive drives form one erasure set."""
+    # (a plain [] default, which pydantic copies per instance: for default_factory=list it
+    # reads the signature of `list`, and the first such read compiles the tokenizer's
+    # regular expressions, ~5 ms of start-up)
     ec: str = "2+2"
     """Erasure coding K+M: K data and M parity shards per stripe."""
     stripe_size: int = Field(default=1 << 20, ge=4096, le=64 << 20)
