@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import importlib
-import logging
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -20,6 +17,7 @@ if TYPE_CHECKING:
 # first, so that its two threads never import the same module at the same time.
 # tests/unit/test_startup_imports.py checks that nothing else is shared.
 _SHARED_IMPORTS = (
+    "asyncio",
     "copy",
     "datetime",
     "email.message",
@@ -224,6 +222,8 @@ def _serve(args: argparse.Namespace, gc_thresholds: tuple[int, ...]) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
+    import asyncio
+
     try:
         return asyncio.run(_run(config, gc_thresholds))
     except FormatError as exc:
@@ -235,6 +235,10 @@ def _serve(args: argparse.Namespace, gc_thresholds: tuple[int, ...]) -> int:
 
 
 async def _run(config: NodeConfig, gc_thresholds: tuple[int, ...]) -> int:
+    import asyncio
+    import logging
+    import signal
+
     from node.app import Node, pid_banner
 
     node = Node(config)
