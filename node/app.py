@@ -290,9 +290,10 @@ class Node:
         await site.start()
         host, port = self.runner.addresses[0][:2]
         self.endpoint = f"http://{host}:{port}"
-        from node.malloc import tune_allocator  # after the start-up clock: ctypes costs 8 ms
+        from node.malloc import tune_allocator
 
-        tune_allocator()
+        # Once serving: its ctypes import costs a few ms that start-up need not pay.
+        asyncio.get_running_loop().call_later(1.0, tune_allocator)
         self.bucket_sync = BucketSync(self.layer.sets, interval=self.config.bucket_sync_interval)
         self._spawn(self.bucket_sync.run_forever(self._stopping))
         if self.cluster is not None:

@@ -12,7 +12,6 @@ of each heap) and the per-node RSS targets are measured with it on (`make bench`
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -26,6 +25,8 @@ def tune_allocator() -> bool:
     """Set the thresholds on glibc; False (and nothing done) on any other libc."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here: the node calls this once it is serving, not during start-up
+
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols, libc among them
     except (OSError, AttributeError):  # musl and others have no mallopt

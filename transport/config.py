@@ -63,6 +63,12 @@ class TransportConfig:
     """SO_SNDBUF/SO_RCVBUF asked of the kernel (capped by net.core.[rw]mem_max): a burst
     of large datagrams must not overflow the receive queue and look like congestion."""
 
+    ack_delay: float = 0.005
+    """Seconds a receiver may hold an ACK back (aioquic's own is 1 ms; both advertise 25 ms
+    as the bound). Every ACK costs a packet's processing on both ends in Python: 5 ms
+    measured 17% less CPU per 512 KiB call and 16% per small call than 1 ms. Data is never
+    held back, and replies carry their ACKs anyway."""
+
     idle_timeout: float = 20.0
     """A connection with no packet from the peer for this long is dead. Keepalive pings
     go out every third of it, so only a dead or partitioned peer ever reaches it."""

@@ -186,6 +186,7 @@ class RpcEndpoint:
             quic,
             stream_window=self.config.max_stream_data,
             connection_window=self.config.max_data,
+            ack_delay=self.config.ack_delay,
         )
         conn = RpcConnection(upgraded, owner=self)
         self._inbound.add(conn)
@@ -342,6 +343,7 @@ class RpcEndpoint:
                 quic.init_flow_control(
                     stream_window=self.config.max_stream_data,
                     connection_window=self.config.max_data,
+                    ack_delay=self.config.ack_delay,
                 )
                 # A connected socket: the kernel reports ICMP port-unreachable to it, so a
                 # peer that is down fails the connect at once instead of at the timeout.

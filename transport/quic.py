@@ -130,7 +130,11 @@ class FlowControlledConnection(QuicConnection):
     _fc_stream_window: int
     _fc_conn: ReceiveWindow
 
-    def init_flow_control(self, *, stream_window: int, connection_window: int) -> None:
+    def init_flow_control(
+        self, *, stream_window: int, connection_window: int, ack_delay: float | None = None
+    ) -> None:
+        if ack_delay is not None:
+            self._ack_delay = ack_delay
         self._fc_windows = {}
         self._fc_released = set()
         self._fc_stream_window = stream_window
@@ -138,11 +142,18 @@ class FlowControlledConnection(QuicConnection):
 
     @classmethod
     def upgrade(
-        cls, quic: QuicConnection, *, stream_window: int, connection_window: int
+        cls,
+        quic: QuicConnection,
+        *,
+        stream_window: int,
+        connection_window: int,
+        ack_delay: float | None = None,
     ) -> FlowControlledConnection:
         quic.__class__ = cls
         assert isinstance(quic, FlowControlledConnection)
-        quic.init_flow_control(stream_window=stream_window, connection_window=connection_window)
+        quic.init_flow_control(
+            stream_window=stream_window, connection_window=connection_window, ack_delay=ack_delay
+        )
         return quic
 
     # -- application side ----------------------------------------------------------------
