@@ -33,9 +33,8 @@ from erasure import (
 )
 from erasure.stripe import data_blocks_for_range
 
-READ_BATCH = (
-    2 << 20
-)  # per drive per read: fewer, larger shard RPCs (1 MiB cost ~25% of GET throughput)
+# Per drive per read: fewer, larger shard RPCs (1 MiB batches cost ~25% of GET throughput).
+READ_BATCH = 2 << 20
 PREFETCH = 2
 
 DegradedHook = Callable[[str, str, str, list[int]], None]

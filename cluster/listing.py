@@ -10,7 +10,9 @@ batch runs out inside it, so one huge "directory" costs one scan, not one per ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cluster.drive import VolumeNotFound, scan_digest
 from cluster.erasure_set import ErasureSet
@@ -114,31 +116,28 @@ async def _scans(
     a digest of theirs: where every digest matches, they hold the very same rows, which
     is the healthy case, and skipping those copies saves most of a listing's network and
     decoding. A mismatch, or the reference drive failing, reads full rows from all."""
-    drives = eset.drives
     t = eset.timeouts
-    ref = next((i for i in order if i in chosen), None)
-    if ref is not None and len(chosen) > 1:
+
+    async def ask(rows_from: Callable[[int], bool]) -> tuple[dict[int, Any], dict[int, Any]]:
         calls = [
             None
             if i not in chosen
             else (lambda d=d: d.scan(bucket, prefix, marker, batch))
-            if i == ref
+            if rows_from(i)
             else (lambda d=d: d.scan_digest(bucket, prefix, marker, batch))
-            for i, d in enumerate(drives)
+            for i, d in enumerate(eset.drives)
         ]
-        got, errors = await fan_out(
-            calls, timeout=t.meta, need=eset.write_quorum, grace=t.meta_grace
-        )
+        return await fan_out(calls, timeout=t.meta, need=eset.write_quorum, grace=t.meta_grace)
+
+    ref = next((i for i in order if i in chosen), None)
+    if ref is not None and len(chosen) > 1:
+        got, errors = await ask(lambda i: i == ref)
         rows = got.get(ref)
         if rows is not None:
             want = scan_digest(rows)
             if all(answer == want for i, answer in got.items() if i != ref):
                 return {i: rows for i in got}, errors
-    calls = [
-        (lambda d=d: d.scan(bucket, prefix, marker, batch)) if i in chosen else None
-        for i, d in enumerate(drives)
-    ]
-    return await fan_out(calls, timeout=t.meta, need=eset.write_quorum, grace=t.meta_grace)
+    return await ask(lambda i: True)
 
 
 def _agreed(

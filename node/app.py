@@ -24,6 +24,7 @@ from cluster.objects import ObjectLayer
 from healing.buckets import BucketSync
 from node.config import NodeConfig
 from node.logs import flush_periodically
+from node.malloc import tune_allocator
 from node.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -290,8 +291,6 @@ class Node:
         await site.start()
         host, port = self.runner.addresses[0][:2]
         self.endpoint = f"http://{host}:{port}"
-        from node.malloc import tune_allocator
-
         # Once serving: its ctypes import costs a few ms that start-up need not pay.
         asyncio.get_running_loop().call_later(1.0, tune_allocator)
         self.bucket_sync = BucketSync(self.layer.sets, interval=self.config.bucket_sync_interval)

@@ -24,10 +24,8 @@ ORIGINAL_REMOVE = _crypto.HeaderProtection.remove
 ORIGINAL_DECRYPT = crypto.CryptoContext.decrypt_packet
 
 
-def _mask_header(header: bytearray, mask: bytes, pn_offset: int, pn_length: int) -> None:
-    header[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)
-    for i in range(pn_length):
-        header[pn_offset + i] ^= mask[1 + i]
+def _flip_first_byte(header: bytearray, mask: bytes) -> None:
+    header[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)  # long vs short header
 
 
 def apply(self: _crypto.HeaderProtection, plain_header: bytes, protected_payload: bytes) -> bytes:
@@ -35,7 +33,10 @@ def apply(self: _crypto.HeaderProtection, plain_header: bytes, protected_payload
     sample_offset = PN_MAX - pn_length
     mask = self._mask(protected_payload[sample_offset : sample_offset + SAMPLE])
     header = bytearray(plain_header)
-    _mask_header(header, mask, len(plain_header) - pn_length, pn_length)
+    _flip_first_byte(header, mask)
+    pn_offset = len(plain_header) - pn_length
+    for i in range(pn_length):
+        header[pn_offset + i] ^= mask[1 + i]
     return b"".join((header, protected_payload))  # the one copy of the payload
 
 
@@ -45,7 +46,7 @@ def remove(self: _crypto.HeaderProtection, packet: bytes, pn_offset: int) -> tup
         raise _crypto.CryptoError("Packet is too short to sample")
     mask = self._mask(packet[sample_offset : sample_offset + SAMPLE])
     header = bytearray(packet[:sample_offset])  # the header and the longest packet number
-    header[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)
+    _flip_first_byte(header, mask)
     pn_length = (header[0] & 0x03) + 1
     pn_truncated = 0
     for i in range(pn_length):

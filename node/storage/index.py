@@ -182,13 +182,14 @@ class DriveIndex:
         last_group: bytes | None = None
         hl = len(head)
         with self.env.begin() as txn, txn.cursor(db=self.objects) as cur:
-            if not cur.set_range(head + max(pb, sa)[:cut]):
+            first = head + max(pb, sa)[:cut]
+            if not cur.set_range(first):
                 return []
             if len(pb) < cut and len(sa) < cut:
                 rows = _short_rows(cur, scope, hl, hl + cut, sa, limit)
                 if rows is not None:
                     return rows
-                cur.set_range(head + max(pb, sa)[:cut])  # a long key: the general walk
+                cur.set_range(first)  # a long key among them: the general walk
             for k, value in cur.iternext():
                 if not k.startswith(scope):
                     break
