@@ -48,13 +48,17 @@ def test_add_pool_keeps_old_objects_and_takes_new_ones(dev_cluster):
     assert pool_dirs(dev_cluster, range(1, 5), "growing") == before  # ("during-window" is inline)
     assert pool_dirs(dev_cluster, range(5, 9), "growing") == 0
 
-    # new objects go to the new, emptier pool once the bucket catch-up has given it the bucket
+    # new objects go to the new, emptier pool once the bucket catch-up has given it the bucket;
+    # each probe is a new key (a probe put before that lands in the old pool, and an overwrite
+    # of it would rightly stay there)
     def probe_lands_in_new_pool() -> None:
-        everyone[0].put_object(Bucket="growing", Key="probe", Body=os.urandom(200_000))
+        key = f"probe-{len(old)}"
+        data = os.urandom(200_000)
+        everyone[0].put_object(Bucket="growing", Key=key, Body=data)
+        old[key] = data
         assert pool_dirs(dev_cluster, range(5, 9), "growing") > 0
 
     eventually(probe_lands_in_new_pool, timeout=60)
-    old["probe"] = everyone[0].get_object(Bucket="growing", Key="probe")["Body"].read()
     in_new_pool = pool_dirs(dev_cluster, range(5, 9), "growing")
     new = {f"new-{i}": os.urandom(250_000 + i) for i in range(4)}
     for i, (key, data) in enumerate(new.items()):
