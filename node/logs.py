@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 access = logging.getLogger("shardfleet.access")
@@ -32,29 +33,43 @@ class JsonFormatter(logging.Formatter):
 
 
 class BufferedHandler(logging.StreamHandler):
-    """A StreamHandler that does not flush after every record: the access log writes one
-    line per request, and a write(2) per line costs more than the request's bookkeeping.
-    Lines are flushed when the buffer fills, at least every FLUSH_EVERY seconds by
+    """A StreamHandler that collects lines and writes them with one write(2) per flush.
+
+    The access log writes one line per request, and a write per line costs more than the
+    request's bookkeeping (the node's stderr is often unbuffered: PYTHONUNBUFFERED, or a
+    pipe). Lines are flushed when 256 are pending, at least every FLUSH_EVERY seconds by
     `flush_periodically`, for warnings and errors at once, and at shutdown."""
 
     FLUSH_EVERY = 0.2
+    BATCH = 256
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
-        self._pending = 0
+        self._lines: list[str] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._lines)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
-            self._pending += 1
-            if record.levelno >= logging.WARNING or self._pending >= 256:
-                self.flush()
+            self.add(self.format(record) + self.terminator, record.levelno >= logging.WARNING)
         except Exception:
             self.handleError(record)
 
+    def add(self, line: str, urgent: bool = False) -> None:
+        """Queue one finished line (the access log's path, which skips LogRecord)."""
+        with self.lock:  # type: ignore[union-attr]  # worker threads log too
+            self._lines.append(line)
+            if urgent or len(self._lines) >= self.BATCH:
+                self.flush()
+
     def flush(self) -> None:
-        self._pending = 0
-        super().flush()
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines = self._lines, []
+            if lines:
+                self.stream.write("".join(lines))
+            super().flush()
 
 
 _handler: BufferedHandler | None = None
@@ -66,7 +81,7 @@ async def flush_periodically() -> None:
 
     while True:
         await asyncio.sleep(BufferedHandler.FLUSH_EVERY)
-        if _handler is not None and _handler._pending:
+        if _handler is not None and _handler.pending:
             _handler.flush()
 
 
@@ -82,6 +97,38 @@ def setup(level: str, fmt: str = "text", stream: Any = None) -> None:
     root.setLevel(level.upper())
 
 
+class _Clock:
+    """Timestamps as logging's formatters print them, with the strftime done once a second
+    (it is most of a log line's formatting cost)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = self._iso = ""
+
+    def _at(self, second: int) -> None:
+        self._second = second
+        now = time.localtime(second)
+        self._text = time.strftime("%Y-%m-%d %H:%M:%S", now)
+        self._iso = time.strftime("%Y-%m-%dT%H:%M:%S", now)
+
+    def text(self, now: float) -> str:
+        """logging.Formatter's default asctime: ``2026-11-24 04:00:10,892``."""
+        second = int(now)
+        if second != self._second:
+            self._at(second)
+        return f"{self._text},{int((now - second) * 1000):03d}"
+
+    def iso(self, now: float) -> str:
+        """JsonFormatter's time: ``2026-11-24T04:00:10``."""
+        second = int(now)
+        if second != self._second:
+            self._at(second)
+        return self._iso
+
+
+_clock = _Clock()
+
+
 def log_request(
     *,
     request_id: str,
@@ -95,11 +142,19 @@ def log_request(
     seconds: float,
     remote: str | None,
 ) -> None:
+    """One access-log line. With the node's own handler in place (`setup`) the line is
+    formatted here and queued on it directly: the same text or JSON the formatters would
+    give, without a LogRecord (~30 us a line through logging, ~5 us here)."""
     if not access.isEnabledFor(logging.INFO):
         return
-    if _handler is not None and not isinstance(_handler.formatter, JsonFormatter):
-        fields = None  # the text line carries everything; skip building the dict
-    else:
+    message = (
+        f"{request_id} {op} {method} {resource} {status} in={bytes_in} out={bytes_out} "
+        f"{seconds * 1000:.1f}ms key={access_key or '-'}"
+    )
+    handler = _handler
+    json_lines = handler is not None and isinstance(handler.formatter, JsonFormatter)
+    fields = None
+    if handler is None or json_lines:
         fields = {
             "request_id": request_id,
             "access_key": access_key,
@@ -112,16 +167,18 @@ def log_request(
             "ms": round(seconds * 1000, 2),
             "remote": remote,
         }
-    access.info(
-        "%s %s %s %s %d in=%d out=%d %.1fms key=%s",
-        request_id,
-        op,
-        method,
-        resource,
-        status,
-        bytes_in,
-        bytes_out,
-        seconds * 1000,
-        access_key or "-",
-        extra={"fields": fields},
-    )
+    if handler is None or not access.propagate or access.handlers:
+        access.info("%s", message, extra={"fields": fields})  # someone else's logging set-up
+        return
+    now = time.time()
+    if fields is not None:
+        entry: dict[str, Any] = {
+            "time": _clock.iso(now),
+            "level": "info",
+            "logger": access.name,
+            "msg": message,
+        }
+        entry.update(fields)
+        handler.add(json.dumps(entry, ensure_ascii=False) + handler.terminator)
+    else:
+        handler.add(f"{_clock.text(now)} INFO {access.name}: {message}{handler.terminator}")
