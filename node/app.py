@@ -71,9 +71,7 @@ class Node:
             self.config,
             self.io_pool,
             self._topology,
-            observe_rpc=lambda method, seconds: self.metrics.rpc_latency.labels(method).observe(
-                seconds
-            ),
+            observe_rpc=self.metrics.observe_rpc,
         )
         for warning in self.cluster.warnings:
             log.warning("topology: %s", warning)
