@@ -22,6 +22,7 @@ from aiohttp import web
 from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
 from healing.buckets import BucketSync
+from node import deferred_ca
 from node.config import NodeConfig
 from node.logs import flush_periodically
 from node.malloc import tune_allocator
@@ -289,8 +290,7 @@ class Node:
         await site.start()
         host, port = self.runner.addresses[0][:2]
         self.endpoint = f"http://{host}:{port}"
-        # Once serving: its ctypes import costs a few ms that start-up need not pay.
-        asyncio.get_running_loop().call_later(1.0, tune_allocator)
+        asyncio.get_running_loop().call_later(1.0, self._after_start)
         self.bucket_sync = BucketSync(self.layer.sets, interval=self.config.bucket_sync_interval)
         self._spawn(self.bucket_sync.run_forever(self._stopping))
         if self.cluster is not None:
@@ -302,6 +302,13 @@ class Node:
         self._spawn(flush_periodically())
         self._spawn(self._sweep_orphans(started))
         return self.endpoint
+
+    def _after_start(self) -> None:
+        """Once serving: work that start-up need not pay for (a ctypes import; the CA
+        bundle loads of aiohttp's client contexts, see node.deferred_ca)."""
+        tune_allocator()
+        if deferred_ca.pending() and not self._stopping.is_set():
+            asyncio.get_running_loop().run_in_executor(self.io_pool, deferred_ca.load_deferred_ca)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
