@@ -94,6 +94,22 @@ def test_crc32c_agrees_with_crcmod_oracle(data):
     assert crc32c(data) == crc32c_crcmod(data)
 
 
+def test_crc32c_is_the_hardware_package_loaded_without_its_init():
+    """erasure.checksum loads crc32c's extension directly (its __init__ costs start-up)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, erasure.checksum as c; "
+        "print(type(c.crc32c).__name__, 'crc32c' in sys.modules, 'importlib.metadata' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["builtin_function_or_method", "False", "False"]
+    import crc32c as package  # the package imported afterwards reuses the same extension
+
+    assert package.crc32c(b"123456789") == crc32c(b"123456789") == 0xE3069283
+
+
 def test_bitrot_detected():
     block = b"hello shard"
     framed = bytearray(frame_header(block) + block)
