@@ -10,8 +10,9 @@ file to check (written against aioquic 1.7.2):
 - `QuicStreamSender._buffer_start/_buffer_stop` give a stream's unacknowledged bytes
   (queued or in flight), which `send()` uses for backpressure.
 - `QuicConnection.tls.client_random` is the per-connection value the auth proof binds to.
-- `HeaderProtection.apply/remove` and `CryptoContext.decrypt_packet` are replaced by the
-  copy-free versions in `transport.quic_crypto` (same bytes on the wire).
+- `HeaderProtection.apply/remove`, `CryptoContext.decrypt_packet` and (for short-header
+  packets) `QuicPacketBuilder._end_packet` are replaced by the copy-free versions in
+  `transport.quic_crypto` (same bytes on the wire).
 - `QuicConnection._close_event` tells us at once that a close was sent or received;
   aioquic only emits ConnectionTerminated after the 3-PTO draining period.
 

@@ -6,6 +6,9 @@ import os
 
 from aioquic import _crypto
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import QuicFrameType, QuicPacketType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.tls import CipherSuite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,3 +63,77 @@ def test_installed_by_the_transport() -> None:
 
     assert _crypto.HeaderProtection.apply is quic_crypto.apply
     assert _crypto.HeaderProtection.remove is quic_crypto.remove
+    assert QuicPacketBuilder._end_packet is quic_crypto.end_packet
+
+
+class _Ours(QuicPacketBuilder):
+    _end_packet = quic_crypto.end_packet
+
+
+class _Theirs(QuicPacketBuilder):
+    _end_packet = quic_crypto.ORIGINAL_END_PACKET
+
+
+def _one_rtt(suite: CipherSuite, secret: bytes) -> CryptoPair:
+    pair = CryptoPair()
+    pair.send.setup(cipher_suite=suite, secret=secret, version=1)
+    pair.recv.setup(cipher_suite=suite, secret=secret, version=1)
+    return pair
+
+
+def _build(cls: type[QuicPacketBuilder], suite, secret, frames, pn, initial_first):
+    builder = cls(
+        host_cid=b"h" * 8,
+        peer_cid=b"p" * 8,
+        version=1,
+        is_client=True,
+        max_datagram_size=65000,
+        packet_number=pn,
+    )
+    pair = _one_rtt(suite, secret)
+    if initial_first:  # a coalesced datagram: the 1-RTT packet does not start it
+        initial = CryptoPair()
+        initial.setup_initial(b"c" * 8, is_client=True, version=1)
+        builder.start_packet(QuicPacketType.INITIAL, initial)
+        builder.start_frame(QuicFrameType.PING)
+    for data in frames:
+        builder.start_packet(QuicPacketType.ONE_RTT, pair)
+        if data is None:
+            continue  # an empty packet: cancelled
+        buf = builder.start_frame(QuicFrameType.STREAM_BASE | 2, capacity=9)
+        buf.push_uint_var(4)
+        buf.push_uint_var(len(data))
+        buf.push_bytes(data)
+    datagrams, sent = builder.flush()
+    return [bytes(d) for d in datagrams], [
+        (p.packet_number, p.sent_bytes, p.in_flight, p.is_ack_eliciting) for p in sent
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            CipherSuite.AES_128_GCM_SHA256,
+            CipherSuite.AES_256_GCM_SHA384,
+            CipherSuite.CHACHA20_POLY1305_SHA256,
+        ]
+    ),
+    st.binary(min_size=48, max_size=48),
+    st.lists(st.one_of(st.none(), st.binary(max_size=3000)), min_size=1, max_size=4),
+    st.integers(0, 70000),
+    st.booleans(),
+)
+def test_sealed_packets_match_aioquic(suite, secret, frames, pn, initial_first) -> None:
+    secret = secret[: 48 if suite == CipherSuite.AES_256_GCM_SHA384 else 32]
+    ours = _build(_Ours, suite, secret, frames, pn, initial_first)
+    assert ours == _build(_Theirs, suite, secret, frames, pn, initial_first)
+
+
+def test_a_full_datagram_is_sealed_once_and_opens() -> None:
+    suite, secret = CipherSuite.AES_128_GCM_SHA256, os.urandom(32)
+    data = os.urandom(64000)
+    datagrams, sent = _build(_Ours, suite, secret, [data], 5, False)
+    assert len(datagrams) == 1 and sent[0][1] == len(datagrams[0])
+    header, payload, number = _one_rtt(suite, secret).decrypt_packet(datagrams[0], 1 + 8, 4)
+    assert number == 5 and data in payload
