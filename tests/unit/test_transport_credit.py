@@ -155,7 +155,8 @@ class Pair:
         count = 0
         for data, _ in sender.datagrams_to_send(now=self.now):
             self.sizes.append(len(data))
-            receiver.receive_datagram(data, addr, now=self.now)
+            # UDP delivers bytes (the sender may hand the socket a bytearray it sealed)
+            receiver.receive_datagram(bytes(data), addr, now=self.now)
             count += 1
         return count
 
