@@ -135,8 +135,14 @@ class RpcConnection(QuicConnectionProtocol):
         self._transmit_soon()
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        self.last_seen = self._loop.time()
-        super().datagram_received(data, addr)
+        """aioquic's, except that what we send in reply (ACKs, window updates, the data
+        that ACKs let out) goes out once after every datagram that arrived in this turn of
+        the loop, not after each one: building nothing to send was ~20% of a receiver's
+        CPU, and the loop reads up to 32 queued datagrams per turn."""
+        now = self.last_seen = self._loop.time()
+        self._quic.receive_datagram(data, addr, now=now)  # type: ignore[arg-type]
+        self._process_events()
+        self._transmit_soon()
         self._check_closing()
         for stream in list(self.blocked):
             stream.poll_credit()
