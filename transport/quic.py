@@ -140,6 +140,8 @@ class FlowControlledConnection(QuicConnection):
         self._fc_released = set()
         self._fc_stream_window = stream_window
         self._fc_conn = ReceiveWindow(connection_window)
+        self._fc_dirty = True  # something was consumed or released since the last MAX_DATA check
+        self._fc_unchecked = 0
 
     @classmethod
     def upgrade(
@@ -176,7 +178,8 @@ class FlowControlledConnection(QuicConnection):
         if window is None:
             return False
         window.consume(n)
-        self._fc_conn.consume(n)  # exact value recomputed per packet; this keeps it current
+        self._fc_conn.consume(n)  # exact value recomputed before the next packet
+        self._fc_dirty = True
         stream = self._streams.get(stream_id)
         if stream is not None:
             current = stream.max_stream_data_local
@@ -189,6 +192,7 @@ class FlowControlledConnection(QuicConnection):
         self._fc_windows.pop(stream_id, None)
         if stream_id in self._streams:
             self._fc_released.add(stream_id)
+        self._fc_dirty = True
 
     def unacked_bytes(self, stream_id: int) -> int:
         """Bytes written to the stream and not yet acknowledged (queued + in flight)."""
@@ -299,6 +303,24 @@ class FlowControlledConnection(QuicConnection):
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
         limit = self._local_max_data
+        # The walk over every stream below runs before each packet; consumption only grows
+        # through consume() and release(), so between them it is skipped (but still done
+        # every 16th packet, so nothing can keep the window shut for long).
+        if self._fc_dirty or self._fc_unchecked >= 16:
+            self._fc_dirty = False
+            self._fc_unchecked = 0
+            self._recompute_connection_window(limit)
+        else:
+            self._fc_unchecked += 1
+        # aioquic doubles MAX_DATA when half is used; hide `used` from it for this call so
+        # only our consumption-based value goes out (and MAX_STREAMS handling stays its own).
+        used, limit.used = limit.used, 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            limit.used = used
+
+    def _recompute_connection_window(self, limit: Any) -> None:
         # Bytes received and not consumed: per live stream from aioquic's highest offset
         # (which counts out-of-order bytes too), per stream aioquic already discarded from
         # what it delivered to us. Released streams count as consumed.
@@ -319,13 +341,6 @@ class FlowControlledConnection(QuicConnection):
             self._fc_released.intersection_update(self._streams)
         self._fc_conn.consumed = limit.used - outstanding
         limit.value = max(limit.value, self._fc_conn.limit(limit.value))
-        # aioquic doubles MAX_DATA when half is used; hide `used` from it for this call so
-        # only our consumption-based value goes out (and MAX_STREAMS handling stays its own).
-        used, limit.used = limit.used, 0
-        try:
-            super()._write_connection_limits(builder, space)
-        finally:
-            limit.used = used
 
 
 def _base_configuration(config: TransportConfig, *, is_client: bool) -> QuicConfiguration:
