@@ -52,7 +52,7 @@ from transport.framing import encode_header
 from transport.quic import FlowControlledConnection, client_configuration, server_configuration
 from transport.rpc_state import Backoff, RequestHead, ResponseHead
 from transport.server import Handler, serve_call
-from transport.streams import STREAM_CANCELLED, StreamIO
+from transport.streams import STREAM_CANCELLED, StreamIO, is_small
 from transport.tls import TlsFiles, load_identity
 
 __all__ = [
@@ -244,15 +244,17 @@ class RpcEndpoint:
             async with asyncio.timeout(timeout):
                 conn = await self._connection(peer)
                 stream = conn.open_stream()
-                stream.write_frame(frame)
-                if body:
+                if is_small(body):
+                    stream.write_message(frame, body)
+                else:
+                    stream.write_frame(frame)
                     try:
                         await stream.write_body(body, self.config.stall_timeout)
                     except PeerGone:
                         if not stream.peer_done_reading:
                             raise  # else: it answered early; its reply says why
-                if not stream.outbound_done:
-                    stream.write_end()
+                    if not stream.outbound_done:
+                        stream.write_end()
                 head = await stream.read_head()
         except TimeoutError as exc:
             if stream is not None:

@@ -141,6 +141,7 @@ class FlowControlledConnection(QuicConnection):
         self._fc_stream_window = stream_window
         self._fc_conn = ReceiveWindow(connection_window)
         self._fc_dirty = True  # something was consumed or released since the last MAX_DATA check
+        self._fc_stream_dirty: set[int] = set()  # streams consumed from since their last check
         self._fc_unchecked = 0
 
     @classmethod
@@ -180,6 +181,7 @@ class FlowControlledConnection(QuicConnection):
         window.consume(n)
         self._fc_conn.consume(n)  # exact value recomputed before the next packet
         self._fc_dirty = True
+        self._fc_stream_dirty.add(stream_id)
         stream = self._streams.get(stream_id)
         if stream is not None:
             current = stream.max_stream_data_local
@@ -239,6 +241,16 @@ class FlowControlledConnection(QuicConnection):
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: QuicStream) -> None:
         sid = stream.stream_id
+        # aioquic asks for every stream before every packet; only a stream read from since
+        # its last check, one whose last MAX_STREAM_DATA was lost, or a released one (left
+        # to aioquic) can need a frame
+        if (
+            sid not in self._fc_stream_dirty
+            and stream.max_stream_data_local_sent == stream.max_stream_data_local
+            and sid not in self._fc_released
+        ):
+            return
+        self._fc_stream_dirty.discard(sid)
         if sid in self._fc_released or not stream.max_stream_data_local:
             # released, or a local unidirectional stream: behave like aioquic
             super()._write_stream_limits(builder, space, stream)
@@ -339,6 +351,8 @@ class FlowControlledConnection(QuicConnection):
                     del self._fc_windows[sid]  # gone and nothing pending
         if self._fc_released:
             self._fc_released.intersection_update(self._streams)
+        if self._fc_stream_dirty:
+            self._fc_stream_dirty.intersection_update(self._streams)
         self._fc_conn.consumed = limit.used - outstanding
         limit.value = max(limit.value, self._fc_conn.limit(limit.value))
 

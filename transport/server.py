@@ -19,7 +19,7 @@ from transport.calls import Request, Response
 from transport.errors import BodyTooLarge, RpcFault, TransportError
 from transport.framing import encode_end, encode_error, encode_header
 from transport.rpc_state import RequestHead, ResponseHead
-from transport.streams import STREAM_CANCELLED, STREAM_INTERNAL, StreamIO
+from transport.streams import STREAM_CANCELLED, STREAM_INTERNAL, StreamIO, is_small
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ async def _run(
 
     body = response.body
     try:
+        if body is None or (isinstance(body, bytes | bytearray | memoryview) and is_small(body)):
+            stream.write_message(header_frame, body)
+            return
         stream.write_frame(header_frame)
         if isinstance(body, bytes | bytearray | memoryview):
             if body:
