@@ -191,6 +191,20 @@ async def test_unary_echo_small(client, peer, app):
     assert reply.header["n"] == 0 and await reply.read(10) == b""
 
 
+async def test_bodies_around_the_one_write_limit(client, peer):
+    """Up to SMALL_BODY a message goes out in one write; one byte more takes the chunked path."""
+    from transport.streams import SMALL_BODY
+
+    for size in (1, SMALL_BODY - 1, SMALL_BODY, SMALL_BODY + 1):
+        data = os.urandom(size)
+        reply = await client.call(peer, "echo", {}, memoryview(data), timeout=5)
+        assert reply.header["n"] == size
+        assert await reply.read(2 * SMALL_BODY) == data
+    words = memoryview(bytearray(os.urandom(SMALL_BODY))).cast("I")  # 4-byte items
+    reply = await client.call(peer, "echo", {}, words, timeout=5)
+    assert reply.header["n"] == SMALL_BODY and await reply.read(2 * SMALL_BODY) == words.tobytes()
+
+
 async def test_unary_echo_10_mib_each_way(client, peer):
     data = os.urandom(10 * MIB)
     reply = await client.call(peer, "echo", {}, data, timeout=20)
