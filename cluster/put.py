@@ -89,11 +89,13 @@ async def _stripes(body: Body, stripe_size: int) -> AsyncIterator[memoryview]:
             fill += take
             view = view[take:]
             if fill == stripe_size:
-                yield memoryview(buf)
-                buf = bytearray(stripe_size)  # zfec output may alias the old one
+                # read-only: the blocks are sent by reference (transport.calls.send); a
+                # stripe's buffer is never written again (zfec output may alias it)
+                yield memoryview(buf).toreadonly()
+                buf = bytearray(stripe_size)
                 fill = 0
     if fill:
-        yield memoryview(buf)[:fill]
+        yield memoryview(buf)[:fill].toreadonly()
 
 
 class Putter:

@@ -36,7 +36,7 @@ class Codec:
         if block_len * self.k != size:
             padded = bytearray(block_len * self.k)
             padded[:size] = view
-            view = memoryview(padded)
+            view = memoryview(padded).toreadonly()  # fresh and never written again
         return [view[i * block_len : (i + 1) * block_len] for i in range(self.k)], block_len
 
     def encode(self, data_blocks: Sequence[Buffer]) -> list[bytes]:

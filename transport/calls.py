@@ -221,6 +221,9 @@ class StreamCall:
         return False
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue body bytes (waiting for credit). bytes and read-only memoryviews are kept
+        by reference until acknowledged, so their owner must not change them meanwhile;
+        writable buffers are copied."""
         if self._finished:
             raise RuntimeError("send() after finish()")
         stream = self._stream

@@ -52,9 +52,10 @@ class ChunkBuffer:
     ``del buffer[:n]``. On a bytearray that pair costs a memmove of everything buffered
     whenever an append must grow the allocation: with a 4 MiB send window that measured
     ~1 ms per 512 KiB append (0.5 GB/s, a large share of a core at 200 MB/s). Here an
-    append stores the object (immutable bytes, or a memoryview of bytes, are kept by
-    reference; anything else is copied once), slicing copies only the frame, and dropping
-    the front pops whole chunks.
+    append stores the object (bytes and read-only memoryviews are kept by reference: a
+    sender that hands over a read-only view of a buffer it owns promises not to change the
+    bytes until the stream is done with them; anything writable is copied once), slicing
+    copies only the frame, and dropping the front pops whole chunks.
 
     >>> b = ChunkBuffer(); b += b"hello "; b += memoryview(b"world"); len(b)
     11
@@ -78,10 +79,10 @@ class ChunkBuffer:
     def __iadd__(self, data: bytes | bytearray | memoryview) -> ChunkBuffer:
         if not isinstance(data, bytes):
             view = memoryview(data)
-            if not (isinstance(view.obj, bytes) and view.contiguous and view.itemsize == 1):
-                data = bytes(view)  # the caller may reuse a mutable buffer: copy it once
+            if view.readonly and view.contiguous and view.itemsize == 1:
+                data = view  # bytes, or a read-only view whose owner leaves it alone
             else:
-                data = view
+                data = bytes(view)  # the caller may reuse a mutable buffer: copy it once
         if len(data):
             self._chunks.append(data)
             self._len += len(data)

@@ -81,7 +81,9 @@ def test_backoff_with_a_fake_clock():
 operations = st.lists(
     st.one_of(
         st.tuples(
-            st.just("add"), st.binary(max_size=300), st.sampled_from(["bytes", "view", "bytearray"])
+            st.just("add"),
+            st.binary(max_size=300),
+            st.sampled_from(["bytes", "view", "bytearray", "rw-view", "ro-view"]),
         ),
         st.tuples(st.just("del"), st.integers(0, 400)),
         st.tuples(st.just("get"), st.integers(-50, 500), st.integers(-50, 500)),
@@ -97,11 +99,18 @@ def test_chunk_buffer_behaves_like_aioquics_bytearray(ops):
     ref, buf = bytearray(), ChunkBuffer()
     for op in ops:
         if op[0] == "add":
-            data = {"bytes": op[1], "view": memoryview(op[1]), "bytearray": bytearray(op[1])}[op[2]]
+            owned = bytearray(op[1])
+            data = {
+                "bytes": op[1],
+                "view": memoryview(op[1]),
+                "bytearray": owned,
+                "rw-view": memoryview(owned),
+                "ro-view": memoryview(owned).toreadonly(),  # kept by reference, left alone
+            }[op[2]]
             ref += data
             buf += data
-            if op[2] == "bytearray":
-                data[:] = b"\0" * len(data)  # the caller reuses its buffer: we must have copied
+            if op[2] in ("bytearray", "rw-view"):
+                owned[:] = b"\0" * len(owned)  # the caller reuses its buffer: we must have copied
         elif op[0] == "del":
             del ref[: op[1]]
             del buf[: op[1]]
