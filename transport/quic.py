@@ -284,12 +284,15 @@ class FlowControlledConnection(QuicConnection):
         behind "aioquic tops out at 16 KiB datagrams". We reserve and write a 4-byte
         varint instead, so one frame can fill a 65000-byte datagram.
         """
+        room = builder.remaining_flight_space
+        if room < 6:  # not even a FIN-only frame fits (aioquic asks every stream per packet)
+            return 0
         sender = stream.sender
         offset = sender.next_offset
         overhead = 1 + size_uint_var(stream.stream_id) + (size_uint_var(offset) if offset else 0)
         overhead += 4
         previous_send_highest = sender.highest_offset
-        frame = sender.get_frame(builder.remaining_flight_space - overhead, max_offset)
+        frame = sender.get_frame(room - overhead, max_offset)
         if frame is None:
             return 0
         frame_type = QuicFrameType.STREAM_BASE | 2  # explicit length
