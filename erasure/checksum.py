@@ -7,8 +7,11 @@ table-driven, ~30x slower) is the portable fallback and the test oracle.
 from __future__ import annotations
 
 import functools
+import os
 import struct
+import sys
 from collections.abc import Callable
+from types import ModuleType
 
 from erasure.errors import BitrotError
 
@@ -25,46 +28,44 @@ def crc32c_crcmod(data: bytes | memoryview) -> int:
     return _crcmod_fun()(bytes(data))
 
 
+def _extension_alone(package: str, name: str) -> ModuleType | None:
+    """`package.name`, an extension module, loaded without running the package's
+    __init__ (None when it is not where expected)."""
+    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader
+    from importlib.util import find_spec, module_from_spec, spec_from_loader
+
+    spec = find_spec(package)  # locates the package; does not import it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    full = f"{package}.{name}"
+    for suffix in EXTENSION_SUFFIXES:
+        path = os.path.join(spec.submodule_search_locations[0], name + suffix)
+        if os.path.exists(path):
+            loader = ExtensionFileLoader(full, path)
+            module = module_from_spec(spec_from_loader(full, loader))  # type: ignore[arg-type]
+            loader.exec_module(module)
+            sys.modules[full] = module  # a later `import crc32c` reuses it
+            return module
+    return None
+
+
 def _load_hw_crc32c() -> Callable[[bytes | memoryview], int] | None:
     """The `crc32c` package's C function, loaded straight from its extension module.
 
     The package's __init__ only re-exports it, but first reads its own version through
-    importlib.metadata: ~13 ms of a node's ~0.5 s start. The extension does not need the
-    package, so it is loaded from the package's folder without running the __init__;
-    any surprise in that layout falls back to the plain import."""
-    import sys
-
-    module = sys.modules.get("crc32c._crc32c")
-    if module is None:
-        try:
-            from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader
-            from importlib.util import find_spec, module_from_spec, spec_from_loader
-
-            package = find_spec("crc32c")  # locates the package; does not import it
-            folder = (package.submodule_search_locations or [None])[0] if package else None
-            if folder is None:
-                return None
-            for suffix in EXTENSION_SUFFIXES:
-                path = f"{folder}/_crc32c{suffix}"
-                try:
-                    loader = ExtensionFileLoader("crc32c._crc32c", path)
-                    spec = spec_from_loader("crc32c._crc32c", loader)
-                    assert spec is not None
-                    module = module_from_spec(spec)
-                    break
-                except ImportError:
-                    continue
-            if module is None:
-                return None
-            loader.exec_module(module)
-            sys.modules["crc32c._crc32c"] = module  # `import crc32c` later reuses it
-        except (ImportError, AssertionError, OSError):
-            try:
-                from crc32c import crc32c as plain
-            except ImportError:
-                return None
-            return plain
-    return getattr(module, "crc32c", None)
+    importlib.metadata: ~13 ms of a node's ~0.5 s start. Any surprise in the package's
+    layout falls back to the plain import."""
+    try:
+        module = sys.modules.get("crc32c._crc32c") or _extension_alone("crc32c", "_crc32c")
+    except (ImportError, OSError):
+        module = None
+    if module is not None and hasattr(module, "crc32c"):
+        return module.crc32c
+    try:
+        from crc32c import crc32c as plain
+    except ImportError:
+        return None
+    return plain
 
 
 _hw_crc32c = _load_hw_crc32c()
