@@ -68,9 +68,10 @@ def _load_hw_crc32c() -> Callable[[bytes | memoryview], int] | None:
     return plain
 
 
-_hw_crc32c = _load_hw_crc32c()
-if _hw_crc32c is not None:
-    crc32c: Callable[[bytes | memoryview], int] = _hw_crc32c
+#: The C function, crc32c(data, value=0) (incremental), or None without the package.
+hardware_crc32c = _load_hw_crc32c()
+if hardware_crc32c is not None:
+    crc32c: Callable[[bytes | memoryview], int] = hardware_crc32c
 else:  # pragma: no cover - depends on the platform's wheels
     crc32c = crc32c_crcmod
 

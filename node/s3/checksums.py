@@ -35,15 +35,14 @@ _CrcFun = Callable[[bytes | memoryview, int], int]
 
 
 def _load_crc32c() -> _CrcFun:
-    try:
-        from crc32c import crc32c
+    from erasure.checksum import hardware_crc32c  # loaded without the package's slow __init__
 
-        return crc32c
-    except ImportError:  # pragma: no cover - crc32c is a declared dependency
-        import crcmod.predefined
+    if hardware_crc32c is not None:
+        return hardware_crc32c  # type: ignore[return-value]
+    import crcmod.predefined  # pragma: no cover - crc32c is a declared dependency
 
-        fun: _CrcFun = crcmod.predefined.mkCrcFun("crc-32c")
-        return fun
+    fun: _CrcFun = crcmod.predefined.mkCrcFun("crc-32c")  # pragma: no cover
+    return fun  # pragma: no cover
 
 
 @functools.cache

@@ -46,3 +46,24 @@ def test_serve_imports_nothing_heavy_before_it_starts() -> None:
     """node.main itself stays light: pydantic and aiohttp come in through serve."""
     code = "import sys, node.main; print(sorted(m for m in ('pydantic', 'aiohttp') if m in sys.modules))"
     assert _run(code) == "[]"
+
+
+def test_pydantic_plugin_loader_stand_in() -> None:
+    """serve's stand-in for pydantic's plugin loader: models build and validate, and a node
+    imports all it serves with, without importlib.metadata (nor the crc32c package's
+    __init__, which uses it); any other name of the loader brings the real module back."""
+    code = """
+import os, sys
+os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+from node.main import _no_plugin_loader, _import_server_libraries
+_no_plugin_loader()
+_import_server_libraries()
+from node.config import NodeConfig
+cfg = NodeConfig.model_validate({"drives": ["/tmp/a", "/tmp/b"], "ec": "1+1"})
+import node.app  # everything a node imports to serve
+before = "importlib.metadata" in sys.modules or "crc32c" in sys.modules
+from pydantic.plugin import _loader
+group = _loader.PYDANTIC_ENTRY_POINT_GROUP
+print(cfg.ec, before, group, "importlib.metadata" in sys.modules)
+"""
+    assert _run(code) == "1+1 False pydantic True"
