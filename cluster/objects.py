@@ -8,10 +8,11 @@ looked up in each (adding capacity never moves data).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from cluster.drive import FileNotFound, VolumeExists, VolumeNotFound
+from cluster.drive import DriveError, FileNotFound, VolumeExists, VolumeNotFound
 from cluster.erasure_set import ErasureSet
 from cluster.errors import (
     BucketExists,
@@ -194,6 +195,20 @@ class ObjectLayer:
     async def require_bucket(self, bucket: str) -> None:
         if not await self.bucket_exists(bucket):
             raise NoSuchBucket(bucket)
+
+    async def precheck_bucket(self, bucket: str) -> None:
+        """Before a PUT reads its body: NoSuchBucket for a bucket that is not there.
+
+        Only a fail-fast: the commit checks the bucket again on every drive, inside the
+        index transaction, and that check decides. So a drive of this node that holds the
+        bucket is enough here (no RPCs: a quorum lookup cost three per PUT); without one,
+        the quorum decides as in `require_bucket`."""
+        for drive in self.all_drives:
+            if drive.is_local and drive.online:
+                with contextlib.suppress(DriveError):
+                    if await drive.bucket_exists(bucket):
+                        return
+        await self.require_bucket(bucket)
 
     async def list_buckets(self) -> dict[str, int]:
         eset = self.sets[0]

@@ -103,7 +103,7 @@ async def put_object(req: S3Request) -> web.Response:
         headers=headers,
         content_md5=content_md5(req.http.headers),
     )
-    await req.layer.require_bucket(req.bucket)
+    await req.layer.precheck_bucket(req.bucket)
     meta = await req.layer.put_object(put, _decoded_body(req, decoder))
     return web.Response(status=200, headers={"ETag": f'"{meta.etag}"'})
 
