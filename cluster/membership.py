@@ -151,6 +151,8 @@ Ping = Callable[[str, float], Awaitable[None]]
 class Heartbeat:
     """Pings every peer each interval and feeds the view; runs until stopped."""
 
+    RETRY_FIRST = 0.2  # seconds before a peer that is not alive is pinged again
+
     def __init__(
         self, view: MembershipView, ping: Ping, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -173,8 +175,9 @@ class Heartbeat:
         else:
             self.view.heard_from(peer, self._clock())
 
-    async def round(self) -> None:
-        await asyncio.gather(*(self._one(p) for p in self.view.peers))
+    async def round(self, peers: list[str] | None = None) -> None:
+        """Pings `peers` (default: every peer) and applies what changed."""
+        await asyncio.gather(*(self._one(p) for p in (self.view.peers if peers is None else peers)))
         for peer, old, new in self.view.tick(self._clock()):
             level = logging.INFO if new is PeerState.ALIVE else logging.WARNING
             log.log(level, "node %s: %s -> %s", peer, old, new)
@@ -184,10 +187,23 @@ class Heartbeat:
         self.rounds += 1
 
     async def run(self) -> None:
+        """A round every `interval`; in between, peers that are not alive are pinged again
+        sooner (RETRY_FIRST, doubling up to the interval). A node that starts before its
+        peers, or a peer that restarts, is then alive here within a fraction of a second,
+        not after a whole interval in which writes would leave out its drives."""
         while True:
             started = self._clock()
             await self.round()
-            await asyncio.sleep(max(0.0, self.view.config.interval - (self._clock() - started)))
+            retry = self.RETRY_FIRST
+            while (left := self.view.config.interval - (self._clock() - started)) > 0:
+                waiting = [p for p in self.view.peers if not self.view.is_alive(p)]
+                if not waiting:
+                    await asyncio.sleep(left)
+                    break
+                await asyncio.sleep(min(retry, left))
+                retry *= 2
+                if self.view.config.interval - (self._clock() - started) > 0:
+                    await self.round(waiting)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())

@@ -69,3 +69,32 @@ def test_announced_pool_does_not_cost_the_majority_until_it_answers():
     # once they have answered they count: 3 of 8 is no majority
     v.heard_from("n1", 100.0)
     assert not v.has_majority(100.0)
+
+
+async def test_a_peer_that_was_not_up_yet_is_retried_within_the_interval():
+    """A node that starts before its peer: the first ping fails (connection refused), and
+    the peer is pinged again after RETRY_FIRST, not after the whole 5 s interval."""
+    import asyncio
+    import time
+
+    from cluster.membership import Heartbeat
+
+    config = MembershipConfig(interval=5.0, offline_after=30.0, ping_timeout=1.0)
+    view = MembershipView("a", ["a", "b", "c"], config, now=time.monotonic())
+    pings: dict[str, int] = {"b": 0, "c": 0}
+
+    async def ping(peer: str, timeout: float) -> None:
+        pings[peer] += 1
+        if peer == "b" and pings["b"] == 1:
+            raise ConnectionRefusedError("not listening yet")
+
+    heartbeat = Heartbeat(view, ping)
+    heartbeat.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while not view.is_alive("b") and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert view.is_alive("b") and view.is_alive("c")
+        assert pings == {"b": 2, "c": 1}  # only the peer that was not alive was asked again
+    finally:
+        await heartbeat.stop()
