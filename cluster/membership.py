@@ -197,13 +197,12 @@ class Heartbeat:
             retry = self.RETRY_FIRST
             while (left := self.view.config.interval - (self._clock() - started)) > 0:
                 waiting = [p for p in self.view.peers if not self.view.is_alive(p)]
-                if not waiting:
+                if not waiting or retry >= left:  # the next full round comes first
                     await asyncio.sleep(left)
                     break
-                await asyncio.sleep(min(retry, left))
+                await asyncio.sleep(retry)
                 retry *= 2
-                if self.view.config.interval - (self._clock() - started) > 0:
-                    await self.round(waiting)
+                await self.round(waiting)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())

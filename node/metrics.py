@@ -94,33 +94,29 @@ class Metrics:
         self.degraded = Counter(
             "shardfleet_degraded_reads", "reads that decoded around a bad shard", registry=r
         )
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._latency_children: dict[str, Any] = {}
-        self._rpc_children: dict[str, Any] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         if read_state is not None:
             r.register(_StateCollector(read_state))
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, kept: labels() (a lock and a dict lookup) costs as much
+        as the update itself."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def observe(self, op: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
-        # labelled children are kept: `labels()` (a lock and a dict lookup) cost as much
-        # as the updates themselves
-        counter = self._request_children.get((op, status))
-        if counter is None:
-            counter = self._request_children[op, status] = self.requests.labels(op, str(status))
-        counter.inc()
-        latency = self._latency_children.get(op)
-        if latency is None:
-            latency = self._latency_children[op] = self.latency.labels(op)
-        latency.observe(seconds)
+        self._child(self.requests, op, str(status)).inc()
+        self._child(self.latency, op).observe(seconds)
         if bytes_in:
             self.bytes_in.inc(bytes_in)
         if bytes_out:
             self.bytes_out.inc(bytes_out)
 
     def observe_rpc(self, method: str, seconds: float) -> None:
-        child = self._rpc_children.get(method)
-        if child is None:
-            child = self._rpc_children[method] = self.rpc_latency.labels(method)
-        child.observe(seconds)
+        self._child(self.rpc_latency, method).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,15 +39,19 @@ def _flip_first_byte(header: bytearray, mask: bytes) -> None:
     header[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)  # long vs short header
 
 
+def _protect(packet: bytearray, mask: bytes, pn_offset: int, pn_length: int) -> None:
+    """Header protection in place: the first byte's low bits and the packet number."""
+    _flip_first_byte(packet, mask)
+    for i in range(pn_length):
+        packet[pn_offset + i] ^= mask[1 + i]
+
+
 def apply(self: _crypto.HeaderProtection, plain_header: bytes, protected_payload: bytes) -> bytes:
     pn_length = (plain_header[0] & 0x03) + 1
     sample_offset = PN_MAX - pn_length
     mask = self._mask(protected_payload[sample_offset : sample_offset + SAMPLE])
     header = bytearray(plain_header)
-    _flip_first_byte(header, mask)
-    pn_offset = len(plain_header) - pn_length
-    for i in range(pn_length):
-        header[pn_offset + i] ^= mask[1 + i]
+    _protect(header, mask, len(plain_header) - pn_length, pn_length)
     return b"".join((header, protected_payload))  # the one copy of the payload
 
 
@@ -106,10 +110,7 @@ def seal(pair: crypto.CryptoPair, plain: bytes, header_size: int, number: int) -
     pn_length = (header[0] & 0x03) + 1
     pn_offset = header_size - pn_length
     sample = pn_offset + PN_MAX
-    mask = context.hp._mask(bytes(out[sample : sample + SAMPLE]))
-    _flip_first_byte(out, mask)
-    for i in range(pn_length):
-        out[pn_offset + i] ^= mask[1 + i]
+    _protect(out, context.hp._mask(bytes(out[sample : sample + SAMPLE])), pn_offset, pn_length)
     return out
 
 
