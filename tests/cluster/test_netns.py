@@ -318,6 +318,31 @@ def _wait_ready(cluster: Cluster, timeout: float = READY_TIMEOUT) -> None:
         time.sleep(0.2)
 
 
+def _wait_converged(cluster: Cluster, timeout: float = READY_TIMEOUT) -> None:
+    """The deployment health check of the README: every node sees every other alive.
+
+    A node that answers /health/ready serves at once; a write it takes before it has heard
+    from a peer leaves out that peer's drives (at write quorum, for the healer), and this
+    test later loses a node, so it writes only once the cluster has formed."""
+    from node.admin import fetch_status
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {}
+        for i in cluster.procs:
+            try:
+                nodes = fetch_status(cluster.endpoint(i), ACCESS_KEY, SECRET_KEY)["nodes"]
+                states[i] = sorted(n["node"] for n in nodes if n["state"] == "alive")
+            except Exception as exc:  # noqa: BLE001 - reported below if it never settles
+                states[i] = [repr(exc)]
+        everyone = sorted(f"node{i}" for i in cluster.procs)
+        if all(alive == everyone for alive in states.values()):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"membership never converged: {states}\n{cluster.logs()}")
+        time.sleep(0.2)
+
+
 def _client(cluster: Cluster, i: int):
     import boto3
     from botocore.config import Config
@@ -348,6 +373,7 @@ def test_three_namespaced_nodes_serve_one_bucket(netns_cluster: Cluster) -> None
         _start(cluster, i)
     _wait_ready(cluster)
     ready_after = time.monotonic() - started
+    _wait_converged(cluster)
 
     # Every node runs in its own namespace, at its own address.
     for i, proc in cluster.procs.items():
