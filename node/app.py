@@ -22,7 +22,7 @@ from aiohttp import web
 from cluster.erasure_set import ErasureSet
 from cluster.objects import ObjectLayer
 from healing.buckets import BucketSync
-from node import deferred_ca
+from node import lazy_init
 from node.config import NodeConfig
 from node.logs import flush_periodically
 from node.malloc import tune_allocator
@@ -304,11 +304,11 @@ class Node:
         return self.endpoint
 
     def _after_start(self) -> None:
-        """Once serving: work that start-up need not pay for (a ctypes import; the CA
-        bundle loads of aiohttp's client contexts, see node.deferred_ca)."""
+        """Once serving: work that start-up need not pay for (a ctypes import; aiohttp's
+        package __init__ with its HTTP client, and prometheus_client's: see node.lazy_init)."""
         tune_allocator()
-        if deferred_ca.pending() and not self._stopping.is_set():
-            asyncio.get_running_loop().run_in_executor(self.io_pool, deferred_ca.load_deferred_ca)
+        if lazy_init.pending() and not self._stopping.is_set():
+            asyncio.get_running_loop().run_in_executor(self.io_pool, lazy_init.complete)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]

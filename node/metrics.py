@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+# submodules, not the package: serve leaves prometheus_client's __init__ (and with it the
+# exposition module, read at the first scrape) for after start-up (node.lazy_init)
+from prometheus_client.metrics import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -119,6 +121,8 @@ class Metrics:
         self._child(self.rpc_latency, method).observe(seconds)
 
     def render(self) -> bytes:
+        from prometheus_client.exposition import generate_latest
+
         return generate_latest(self.registry)
 
     async def watch_loop_lag(self, interval: float = 0.25) -> None:
