@@ -12,9 +12,12 @@ PKGS    = erasure transport cluster healing node
 # An editable install leaves our modules uncompiled, and with PYTHONDONTWRITEBYTECODE=1 (the
 # systemd unit sets it too) every start then compiled them again (~50 ms of a node's start-up).
 # A regular `pip install` byte-compiles at install time; this does the same for the source
-# tree, after the install and on every later make (only changed files: ~0.1 s).
+# tree, after the install and on every later make (only changed files: ~0.1 s). Then the
+# code that dataclasses and typing generate at start-up is compiled once into its cache the
+# same way (node/codecache.py: ~30 ms of each start; ~0.5 s here, written only when new).
 venv: $(STAMP)
 	$(BIN)/python -m compileall -q $(PKGS)
+	$(BIN)/python -m node.codecache
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from node.codecache import CodeCache
     from node.config import NodeConfig
 
 
@@ -178,6 +179,17 @@ def _keep_imports_out_of_gc() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from node.codecache import CodeCache
+
+    code_cache = CodeCache()
+    code_cache.install()  # until the imports are done: see node.codecache
+    try:
+        return _serve_with(args, code_cache)
+    finally:
+        code_cache.uninstall()
+
+
+def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
     _import_server_libraries()
     from node.config import ConfigError, load
     from node.storage.format import FormatError
@@ -222,6 +234,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     import node.app  # noqa: F401 - the last big import, before the GC comes back on
 
+    code_cache.uninstall()
+    code_cache.save()
     _keep_imports_out_of_gc()
     try:
         return asyncio.run(_run(config))
