@@ -308,7 +308,7 @@ class Node:
         package __init__ with its HTTP client, and prometheus_client's: see node.lazy_init)."""
         tune_allocator()
         if lazy_init.pending() and not self._stopping.is_set():
-            asyncio.get_running_loop().run_in_executor(self.io_pool, lazy_init.complete)
+            asyncio.get_running_loop().run_in_executor(self.io_pool, _complete_imports)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -374,6 +374,15 @@ class Node:
             for drive in self.local_drives():
                 drive.close()
         self.io_pool.shutdown(wait=True)
+
+
+def _complete_imports() -> None:
+    """lazy_init.complete() in a worker, where an exception would go unseen: it is logged
+    (the server keeps what it imported; the package keeps what its __init__ did)."""
+    try:
+        lazy_init.complete()
+    except Exception:
+        log.exception("completing the imports left for after start-up")
 
 
 def pid_banner(config: NodeConfig, endpoint: str) -> str:

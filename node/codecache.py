@@ -49,8 +49,8 @@ class CodeCache:
     def compile(self, source: str, mode: str) -> Any:
         key = (mode, source)
         code = self.known.get(key)
-        if code is None:
-            code = compile(source, "<string>", mode)
+        if code is None:  # as dataclasses and typing compile it, without our __future__ flags
+            code = compile(source, "<string>", mode, dont_inherit=True)
         self.used[key] = code
         return code
 

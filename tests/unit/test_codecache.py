@@ -48,6 +48,9 @@ def test_classes_built_through_the_cache_behave_the_same(tmp_path: Path) -> None
         with pytest.raises(dataclasses.FrozenInstanceError):
             a.x = 5  # type: ignore[misc]
         assert a.tags == [] and a.tags is not cls(1).tags
+        # the generated methods' annotations are evaluated as without the cache (the
+        # cache's module has `from __future__ import annotations`: it must not leak in)
+        assert cls.__init__.__annotations__ == plain_cls.__init__.__annotations__
     assert cached_ref == plain_ref == again_ref
     assert eval(again_ref.__forward_code__, {}) == dict[str, int] | None
     # the second build compiled nothing: everything it used came from the file
