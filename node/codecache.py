@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 _FILE = Path(__file__).parent / "__pycache__" / f"codecache.{sys.implementation.cache_tag}.marshal"
+_FORMAT = 2  # raised whenever entries are made differently: an older file is then ignored
 _Key = tuple[str, str]  # (mode, source)
 
 
@@ -43,8 +44,9 @@ class CodeCache:
             loaded = marshal.loads(path.read_bytes())
         except (OSError, EOFError, ValueError, TypeError):
             loaded = None
-        if isinstance(loaded, dict):
-            self.known = loaded
+        if isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == _FORMAT:
+            if isinstance(loaded[1], dict):
+                self.known = loaded[1]
 
     def compile(self, source: str, mode: str) -> Any:
         key = (mode, source)
@@ -87,7 +89,7 @@ class CodeCache:
         temp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(exist_ok=True)
-            temp.write_bytes(marshal.dumps(self.used))
+            temp.write_bytes(marshal.dumps((_FORMAT, self.used)))
             os.replace(temp, self.path)
         except OSError:  # a read-only install: it keeps compiling, as without the cache
             with contextlib.suppress(OSError):

@@ -4,6 +4,7 @@ without it, a second start compiles nothing, and the file is written only when i
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import subprocess
 import sys
 import typing
@@ -66,11 +67,15 @@ def test_uninstall_leaves_the_builtins() -> None:
     assert "exec" not in vars(dataclasses) and "compile" not in vars(typing)
 
 
-def test_unreadable_file_is_ignored_and_other_compiles_pass_through(tmp_path: Path) -> None:
+def test_unreadable_or_older_file_is_ignored_and_other_compiles_pass_through(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "cache"
     path.write_bytes(b"not marshal data")
+    assert CodeCache(path).known == {}
+    path.write_bytes(marshal.dumps({("exec", "x = 1"): compile("x = 2", "<string>", "exec")}))
+    assert CodeCache(path).known == {}  # the first format: a bare dict
     cache = CodeCache(path)
-    assert cache.known == {}
     cache.install()
     try:
         code = typing.compile("1 + 1", "file.py", "eval")  # type: ignore[attr-defined]
