@@ -98,6 +98,11 @@ class CodeCache:
         self.known = dict(self.used)
         return True
 
+    def close(self) -> None:
+        """Drops the entries: the code a process needs lives on in its classes."""
+        self.uninstall()
+        self.known, self.used = {}, {}
+
 
 def warm() -> bool:
     """Runs a node's start-up imports through a cache and writes it."""

@@ -186,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return _serve_with(args, code_cache)
     finally:
-        code_cache.uninstall()
+        code_cache.close()
 
 
 def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
@@ -236,6 +236,7 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
 
     code_cache.uninstall()
     code_cache.save()
+    code_cache.close()
     _keep_imports_out_of_gc()
     try:
         return asyncio.run(_run(config))
