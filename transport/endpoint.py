@@ -187,6 +187,7 @@ class RpcEndpoint:
             stream_window=self.config.max_stream_data,
             connection_window=self.config.max_data,
             ack_delay=self.config.ack_delay,
+            ack_every=self.config.ack_every,
         )
         conn = RpcConnection(upgraded, owner=self)
         self._inbound.add(conn)
@@ -346,6 +347,7 @@ class RpcEndpoint:
                     stream_window=self.config.max_stream_data,
                     connection_window=self.config.max_data,
                     ack_delay=self.config.ack_delay,
+                    ack_every=self.config.ack_every,
                 )
                 # A connected socket: the kernel reports ICMP port-unreachable to it, so a
                 # peer that is down fails the connect at once instead of at the timeout.

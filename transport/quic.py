@@ -15,6 +15,8 @@ file to check (written against aioquic 1.7.2):
   `transport.quic_crypto` (same bytes on the wire).
 - `QuicConnection._close_event` tells us at once that a close was sent or received;
   aioquic only emits ConnectionTerminated after the 3-PTO draining period.
+- `QuicPacketSpace.ack_at` (when the pending ACK is due) and `_write_ack_frame`: an ACK
+  goes out at once after `ack_every` bytes instead of waiting the whole ACK delay.
 
 aioquic's `QuicServer` builds plain `QuicConnection` objects; `upgrade()` turns one into a
 `FlowControlledConnection` in place (same layout, a subclass without new slots) before
@@ -27,6 +29,7 @@ import ssl
 from collections import deque
 from typing import Any
 
+from aioquic import tls
 from aioquic.buffer import size_uint_var
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -133,10 +136,17 @@ class FlowControlledConnection(QuicConnection):
     _fc_conn: ReceiveWindow
 
     def init_flow_control(
-        self, *, stream_window: int, connection_window: int, ack_delay: float | None = None
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        ack_delay: float | None = None,
+        ack_every: int | None = None,
     ) -> None:
         if ack_delay is not None:
             self._ack_delay = ack_delay
+        self._fc_ack_every = ack_every  # bytes after which an ACK goes out at once
+        self._fc_unacked = 0  # bytes received while an ACK is pending
         self._fc_windows = {}
         self._fc_released = set()
         self._fc_stream_window = stream_window
@@ -153,11 +163,15 @@ class FlowControlledConnection(QuicConnection):
         stream_window: int,
         connection_window: int,
         ack_delay: float | None = None,
+        ack_every: int | None = None,
     ) -> FlowControlledConnection:
         quic.__class__ = cls
         assert isinstance(quic, FlowControlledConnection)
         quic.init_flow_control(
-            stream_window=stream_window, connection_window=connection_window, ack_delay=ack_delay
+            stream_window=stream_window,
+            connection_window=connection_window,
+            ack_delay=ack_delay,
+            ack_every=ack_every,
         )
         return quic
 
@@ -233,6 +247,20 @@ class FlowControlledConnection(QuicConnection):
         return loss._rtt_smoothed if getattr(loss, "_rtt_initialized", False) else None
 
     # -- overrides -----------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        super().receive_datagram(data, addr, now)
+        # aioquic holds every ACK for `_ack_delay`; after `ack_every` bytes it goes at once
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and self._fc_ack_every is not None:
+            self._fc_unacked += len(data)
+            if self._fc_unacked >= self._fc_ack_every and space.ack_at > now:
+                space.ack_at = now
+
+    def _write_ack_frame(self, builder: Any, space: Any, now: float) -> None:
+        super()._write_ack_frame(builder, space, now)
+        if space is self._spaces.get(tls.Epoch.ONE_RTT):
+            self._fc_unacked = 0
+
     def _get_or_create_stream_for_send(self, stream_id: int) -> QuicStream:
         stream = super()._get_or_create_stream_for_send(stream_id)
         sender = stream.sender

@@ -9,6 +9,7 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from aioquic import tls
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from hypothesis import given, settings
@@ -141,7 +142,14 @@ def identities(tmp_path_factory):
 
 
 class Pair:
-    def __init__(self, identities, config: TransportConfig, *, flow_controlled: bool = True):
+    def __init__(
+        self,
+        identities,
+        config: TransportConfig,
+        *,
+        flow_controlled: bool = True,
+        acks: bool = False,  # the config's ACK delay and ack_every (else aioquic's 1 ms)
+    ):
         server_id, client_id = identities
         cls = FlowControlledConnection if flow_controlled else QuicConnection
         self.now = 1.0
@@ -153,7 +161,13 @@ class Pair:
         if flow_controlled:
             for conn in (self.client, self.server):
                 conn.init_flow_control(
-                    stream_window=config.max_stream_data, connection_window=config.max_data
+                    stream_window=config.max_stream_data,
+                    connection_window=config.max_data,
+                    **(
+                        {"ack_delay": config.ack_delay, "ack_every": config.ack_every}
+                        if acks
+                        else {}
+                    ),
                 )
         self.received: dict[int, int] = {}
         self.sizes: list[int] = []
@@ -257,3 +271,35 @@ def test_unacked_bytes_fall_as_acks_arrive(identities):
     assert pair.client.unacked_bytes(0) == 0
     assert pair.client.send_possible(0)
     assert pair.client.binding == pair.server.binding and len(pair.client.binding) == 32
+
+
+def test_acks_wait_the_delay_until_ack_every_bytes_arrived(identities):
+    config = TransportConfig(max_datagram_size=65000, ack_delay=0.02, ack_every=256 * KIB)
+    pair = Pair(identities, config, acks=True)
+    for _ in range(20):  # let the handshake's ACKs go out
+        pair.now += 0.01
+        for conn in (pair.client, pair.server):
+            if (timer := conn.get_timer()) is not None and timer <= pair.now:
+                conn.handle_timer(now=pair.now)
+        pair._move(pair.client, pair.server, CLIENT_ADDR)
+        pair._move(pair.server, pair.client, SERVER_ADDR)
+    space = pair.server._spaces[tls.Epoch.ONE_RTT]
+    assert space.ack_at is None
+
+    pair.client.send_stream_data(0, b"a" * 100_000)
+    pair._move(pair.client, pair.server, CLIENT_ADDR)
+    assert space.ack_at == pytest.approx(pair.now + 0.02)  # held back for the delay
+    assert pair.server.datagrams_to_send(now=pair.now) == []
+
+    pair.client.send_stream_data(0, b"b" * 200_000)  # now past 256 KiB since the last ACK
+    for _ in range(10):  # aioquic paces its packets: let the clock move a little
+        pair.now += 0.0005
+        pair._move(pair.client, pair.server, CLIENT_ADDR)
+    assert pair.client.unacked_bytes(0) == 300_000  # all sent, none acknowledged yet
+    assert space.ack_at < pair.now  # due at once, not 20 ms after the first packet
+    assert len(pair.server.datagrams_to_send(now=pair.now)) == 1  # the ACK
+    assert space.ack_at is None and pair.server._fc_unacked == 0
+
+    pair.client.send_stream_data(0, b"c" * 60_000)  # the count starts again
+    pair._move(pair.client, pair.server, CLIENT_ADDR)
+    assert space.ack_at == pytest.approx(pair.now + 0.02)
