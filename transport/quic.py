@@ -57,8 +57,9 @@ class ChunkBuffer:
     ~1 ms per 512 KiB append (0.5 GB/s, a large share of a core at 200 MB/s). Here an
     append stores the object (bytes and read-only memoryviews are kept by reference: a
     sender that hands over a read-only view of a buffer it owns promises not to change the
-    bytes until the stream is done with them; anything writable is copied once), slicing
-    copies only the frame, and dropping the front pops whole chunks.
+    bytes until the stream is done with them; anything writable is copied once), a frame
+    cut from one chunk is a view of it (only one spanning chunks is joined), and dropping
+    the front pops whole chunks.
 
     >>> b = ChunkBuffer(); b += b"hello "; b += memoryview(b"world"); len(b)
     11
@@ -80,12 +81,13 @@ class ChunkBuffer:
         return self._len
 
     def __iadd__(self, data: bytes | bytearray | memoryview) -> ChunkBuffer:
-        if not isinstance(data, bytes):
-            view = memoryview(data)
-            if view.readonly and view.contiguous and view.itemsize == 1:
-                data = view  # bytes, or a read-only view whose owner leaves it alone
-            else:
-                data = bytes(view)  # the caller may reuse a mutable buffer: copy it once
+        view = memoryview(data)
+        if view.readonly and view.contiguous and view.itemsize == 1:
+            # bytes, or a read-only view whose owner leaves it alone: kept as a view, so
+            # the frames cut from it are views too (slicing bytes would copy each frame)
+            data = view
+        else:
+            data = bytes(view)  # the caller may reuse a mutable buffer: copy it once
         if len(data):
             self._chunks.append(data)
             self._len += len(data)
