@@ -16,7 +16,7 @@ file to check (written against aioquic 1.7.2):
 - `QuicConnection._close_event` tells us at once that a close was sent or received;
   aioquic only emits ConnectionTerminated after the 3-PTO draining period.
 - `QuicPacketSpace.ack_at` (when the pending ACK is due) and `_write_ack_frame`: an ACK
-  goes out at once after `ack_every` bytes instead of waiting the whole ACK delay.
+  goes out at once after `ack_every` datagrams instead of waiting the whole ACK delay.
 
 aioquic's `QuicServer` builds plain `QuicConnection` objects; `upgrade()` turns one into a
 `FlowControlledConnection` in place (same layout, a subclass without new slots) before
@@ -147,8 +147,8 @@ class FlowControlledConnection(QuicConnection):
     ) -> None:
         if ack_delay is not None:
             self._ack_delay = ack_delay
-        self._fc_ack_every = ack_every  # bytes after which an ACK goes out at once
-        self._fc_unacked = 0  # bytes received while an ACK is pending
+        self._fc_ack_every = ack_every  # datagrams after which an ACK goes out at once
+        self._fc_unacked = 0  # datagrams received while an ACK is pending
         self._fc_windows = {}
         self._fc_released = set()
         self._fc_stream_window = stream_window
@@ -251,10 +251,10 @@ class FlowControlledConnection(QuicConnection):
     # -- overrides -----------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         super().receive_datagram(data, addr, now)
-        # aioquic holds every ACK for `_ack_delay`; after `ack_every` bytes it goes at once
+        # aioquic holds every ACK for `_ack_delay`; after `ack_every` datagrams it goes at once
         space = self._spaces.get(tls.Epoch.ONE_RTT)
         if space is not None and space.ack_at is not None and self._fc_ack_every is not None:
-            self._fc_unacked += len(data)
+            self._fc_unacked += 1
             if self._fc_unacked >= self._fc_ack_every and space.ack_at > now:
                 space.ack_at = now
 

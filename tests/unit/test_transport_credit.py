@@ -274,7 +274,7 @@ def test_unacked_bytes_fall_as_acks_arrive(identities):
 
 
 def test_acks_wait_the_delay_until_ack_every_bytes_arrived(identities):
-    config = TransportConfig(max_datagram_size=65000, ack_delay=0.02, ack_every=256 * KIB)
+    config = TransportConfig(max_datagram_size=65000, ack_delay=0.02, ack_every=4)
     pair = Pair(identities, config, acks=True)
     for _ in range(20):  # let the handshake's ACKs go out
         pair.now += 0.01
@@ -286,12 +286,12 @@ def test_acks_wait_the_delay_until_ack_every_bytes_arrived(identities):
     space = pair.server._spaces[tls.Epoch.ONE_RTT]
     assert space.ack_at is None
 
-    pair.client.send_stream_data(0, b"a" * 100_000)
+    pair.client.send_stream_data(0, b"a" * 100_000)  # 2 datagrams
     pair._move(pair.client, pair.server, CLIENT_ADDR)
     assert space.ack_at == pytest.approx(pair.now + 0.02)  # held back for the delay
     assert pair.server.datagrams_to_send(now=pair.now) == []
 
-    pair.client.send_stream_data(0, b"b" * 200_000)  # now past 256 KiB since the last ACK
+    pair.client.send_stream_data(0, b"b" * 200_000)  # 4 more: past 4 since the last ACK
     for _ in range(10):  # aioquic paces its packets: let the clock move a little
         pair.now += 0.0005
         pair._move(pair.client, pair.server, CLIENT_ADDR)
@@ -300,6 +300,6 @@ def test_acks_wait_the_delay_until_ack_every_bytes_arrived(identities):
     assert len(pair.server.datagrams_to_send(now=pair.now)) == 1  # the ACK
     assert space.ack_at is None and pair.server._fc_unacked == 0
 
-    pair.client.send_stream_data(0, b"c" * 60_000)  # the count starts again
+    pair.client.send_stream_data(0, b"c" * 60_000)  # 1 datagram: the count starts again
     pair._move(pair.client, pair.server, CLIENT_ADDR)
     assert space.ack_at == pytest.approx(pair.now + 0.02)
