@@ -35,6 +35,8 @@ from types import ModuleType
 # names the import system looks up on a package while importing its submodules
 _PROBED = frozenset({"__path__", "__file__", "__spec__", "__loader__", "__package__"})
 
+_INIT_HEAD = 64 * 1024  # how much of an __init__ `copy` looks through (its top lines)
+
 _lock = threading.RLock()  # the thread running an __init__ may ask again (see _running)
 _pending: dict[str, ModuleType] = {}  # package name -> module whose __init__ has not run
 _running: set[str] = set()  # __init__s being run, by the thread holding _lock
@@ -118,7 +120,7 @@ def _assignments(init_path: str, names: tuple[str, ...]) -> dict[str, str] | Non
     """``NAME = "literal"`` lines of the __init__ for each of `names`; None if one lacks."""
     try:
         with open(init_path, encoding="utf-8") as source:
-            text = source.read()
+            text = source.read(_INIT_HEAD)
     except OSError:
         return None
     values = {}

@@ -234,9 +234,8 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
 
     import node.app  # noqa: F401 - the last big import, before the GC comes back on
 
-    code_cache.uninstall()
     code_cache.save()
-    code_cache.close()
+    code_cache.close()  # the imports are done: out of dataclasses' and typing's way
     _keep_imports_out_of_gc()
     try:
         return asyncio.run(_run(config))
