@@ -138,7 +138,9 @@ class Drive(Protocol):
 
     async def read_shard(
         self, bucket: str, vid: str, part: int, offset: int, length: int
-    ) -> bytes: ...
+    ) -> bytes | memoryview:
+        """Up to `length` bytes of a shard file at `offset` (a read-only view may alias a
+        buffer the drive will not touch again)."""
 
     async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
         """Removes the key (only if its current version is `vid`, when given)."""

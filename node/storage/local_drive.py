@@ -53,6 +53,7 @@ from cluster.topology import DriveFormat
 from node.storage.fsutil import fsync_dir, makedirs_durable, remove_tree
 from node.storage.index import DriveIndex, Txn, bucket_prefix, is_long, object_key
 from node.storage.shardfile import ShardFile
+from node.storage.shardread import RangeReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +107,7 @@ class LocalDrive:
         self.errors = 0
         self.last_statvfs: tuple[int, int] | None = None  # (free, total) from the last probe
         self._inflight: set[str] = set()  # vids staged or being committed
+        self._reader = RangeReader()
         self._trash_done: list[bytes] = []
         self._tmp = root / "tmp"
         self._data = root / "data"
@@ -258,18 +260,12 @@ class LocalDrive:
     async def abort(self, bucket: str, vid: str) -> None:
         await self.abort_staged(vid)
 
-    async def read_shard(self, bucket: str, vid: str, part: int, offset: int, length: int) -> bytes:
+    async def read_shard(
+        self, bucket: str, vid: str, part: int, offset: int, length: int
+    ) -> bytes | memoryview:
         path = self._version_dir(bucket, vid) / f"part.{part}"
-
-        def read() -> bytes:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                return os.pread(fd, length, offset)
-            finally:
-                os.close(fd)
-
         try:
-            return await self._io(read)
+            return await self._io(self._reader.read, path, offset, length)
         except DriveIOError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 self.errors -= 1  # a missing shard is for the healer, not a failing disk
