@@ -37,6 +37,7 @@ from transport.errors import RemoteError, TransportError
 
 MAX_META_REPLY = 64 << 20
 MAX_SHARD_READ = 64 << 20
+WRITE_BATCH = 1 << 20  # a remote shard write reaches the drive in pieces of at least this
 
 _ERRORS: dict[str, type[DriveError]] = {
     cls.__name__: cls
@@ -254,7 +255,8 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
     async def write_shard(d: Drive, h: dict[str, Any], req: Request) -> Response:
         writer = await d.open_shard(h["b"], h["v"], h["p"])
         try:
-            async for chunks in req.batches():  # what arrived meanwhile: one write per batch
+            # one thread hop per ~1 MiB instead of per datagram (~40 us each, and GIL churn)
+            async for chunks in req.batches(min_bytes=WRITE_BATCH):
                 await writer.write(chunks)
             await writer.finish()
         except BaseException:

@@ -6,14 +6,16 @@ that hold the requested bytes are read; when one is missing or fails its CRC32C,
 is read from every other drive that holds the version and decoded from any k good
 blocks. Wrong bytes are never returned: a block is used only after its checksum matched.
 
-At most PREFETCH runs are buffered ahead of the client, so memory per request stays near
-(PREFETCH + 2) * READ_BATCH * k bytes whatever the object size.
+At most READ_AHEAD runs are being read and PREFETCH runs buffered ahead of the client, so
+memory per request stays near (READ_AHEAD + PREFETCH + 1) * READ_BATCH * k bytes whatever
+the object size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -36,6 +38,7 @@ from erasure.stripe import data_blocks_for_range
 # Per drive per read: fewer, larger shard RPCs (1 MiB batches cost ~25% of GET throughput).
 READ_BATCH = 2 << 20
 PREFETCH = 2
+READ_AHEAD = 2
 
 DegradedHook = Callable[[str, str, str, list[int]], None]
 Chunk = bytes | memoryview
@@ -66,6 +69,12 @@ def resolve(
     if not_found + no_bucket >= k or (not_found and not_found + no_bucket + len(results) == n):
         raise NoSuchKey()
     raise ReadQuorumLost("read metadata", k, len(results), n, errors)
+
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    """Marks a cancelled read's outcome as seen (no "exception never retrieved")."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Getter:
@@ -200,12 +209,24 @@ class Getter:
         spans = stripes_for_range(handle.meta.size, params, start, end)
         per_run = max(1, READ_BATCH // (params.block_size + 4))
         bad: set[int] = set(handle.missing)
+        # READ_AHEAD runs are read at once, so the drives and the network are never idle
+        # while a run is checked and handed over; they are queued in order
+        reading: deque[asyncio.Future[list[Chunk]]] = deque()
         try:
             for i in range(0, len(spans), per_run):
                 run = spans[i : i + per_run]
-                await queue.put(await self._read_run(handle, params, run, start, end, bad))
+                reading.append(
+                    asyncio.ensure_future(self._read_run(handle, params, run, start, end, bad))
+                )
+                if len(reading) >= READ_AHEAD:
+                    await queue.put(await reading.popleft())
+            while reading:
+                await queue.put(await reading.popleft())
             await queue.put(None)
         finally:
+            for task in reading:  # the request failed or was cancelled: stop the rest
+                task.cancel()
+                task.add_done_callback(_retrieve)
             self.report(handle, list(bad))
 
     async def _read_run(

@@ -79,10 +79,10 @@ def _encode_inline(codec: Codec, data: bytes) -> tuple[str, list[bytes]]:
 
 async def _stripes(body: Body, stripe_size: int) -> AsyncIterator[memoryview]:
     """Cuts the body into full stripes (and a short last one); one copy per byte."""
-    buf = bytearray(stripe_size)
+    buf = memoryview(bytearray(stripe_size))  # a view: bytearray slice assignment copies twice
     fill = 0
     async for piece in body:
-        view = memoryview(piece)
+        view = memoryview(piece).cast("B")
         while view:
             take = min(stripe_size - fill, len(view))
             buf[fill : fill + take] = view[:take]
@@ -91,11 +91,11 @@ async def _stripes(body: Body, stripe_size: int) -> AsyncIterator[memoryview]:
             if fill == stripe_size:
                 # read-only: the blocks are sent by reference (transport.calls.send); a
                 # stripe's buffer is never written again (zfec output may alias it)
-                yield memoryview(buf).toreadonly()
-                buf = bytearray(stripe_size)
+                yield buf.toreadonly()
+                buf = memoryview(bytearray(stripe_size))
                 fill = 0
     if fill:
-        yield memoryview(buf)[:fill].toreadonly()
+        yield buf[:fill].toreadonly()
 
 
 class Putter:

@@ -111,14 +111,18 @@ class Request:
         """Body bytes received and not yet read (bounded by the stream window)."""
         return self._stream.buffered
 
-    async def batches(self, max_bytes: int = 4 << 20) -> AsyncIterator[list[bytes]]:
-        """The body as lists of pieces: each list is what had arrived (up to ~max_bytes).
+    async def batches(
+        self, max_bytes: int = 4 << 20, min_bytes: int = 0
+    ) -> AsyncIterator[list[bytes]]:
+        """The body as lists of pieces: each list is what had arrived (up to ~max_bytes),
+        and at least `min_bytes` of it unless the body ended first.
 
         `request.body` yields pieces as the network cut them (about one datagram each);
         a handler that pays per call, e.g. a thread hop per `writer.write(chunks)`, should
         iterate batches instead: ``async for chunks in req.batches(): await w.write(chunks)``.
         """
-        while (batch := await self._stream.read_available(max_bytes, self._stall)) is not None:
+        stream, stall = self._stream, self._stall
+        while (batch := await stream.read_available(max_bytes, stall, min_bytes)) is not None:
             yield batch
 
     async def read(self, limit: int) -> bytes:

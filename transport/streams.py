@@ -189,26 +189,39 @@ class StreamIO:
             self._maybe_done()
         return chunk
 
-    async def read_available(self, max_bytes: int, stall: float) -> list[bytes] | None:
-        """Every piece already buffered (at least one, waiting if none), up to about
-        `max_bytes`; None at the end. Lets a reader that pays per call (a thread hop to
-        write a file) take what arrived since its last call in one go."""
+    async def read_available(
+        self, max_bytes: int, stall: float, min_bytes: int = 0
+    ) -> list[bytes] | None:
+        """Every piece already buffered (at least one, waiting if none, and waiting on until
+        `min_bytes` arrived or the body ended), up to about `max_bytes`; None at the end.
+        Lets a reader that pays per call (a thread hop to write a file) take many pieces in
+        one go. Pieces are consumed as they are taken, so the sender is never held back
+        waiting for `min_bytes` to fit in its window."""
         first = await self.read_chunk(stall)
         if first is None:
             return None
         batch, total = [first], len(first)
-        while self._chunks and total + len(self._chunks[0]) <= max_bytes:
-            chunk = self._chunks.popleft()
-            self._buffered -= len(chunk)
+        while True:
+            taken = 0
+            while self._chunks and total + len(self._chunks[0]) <= max_bytes:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                batch.append(chunk)
+                total += len(chunk)
+                taken += len(chunk)
+            if taken:
+                if self.quic.consume(self.stream_id, taken):
+                    self.conn.transmit_soon()
+                if self.inbound_done:
+                    self.quic.release(self.stream_id)
+                    self._maybe_done()
+            if total >= min_bytes or self._chunks:  # enough, or the next piece would pass max
+                return batch
+            chunk = await self.read_chunk(stall)
+            if chunk is None:
+                return batch
             batch.append(chunk)
             total += len(chunk)
-        if len(batch) > 1:
-            if self.quic.consume(self.stream_id, total - len(first)):
-                self.conn.transmit_soon()
-            if self.inbound_done:
-                self.quic.release(self.stream_id)
-                self._maybe_done()
-        return batch
 
     # -- outbound ------------------------------------------------------------------------
     def _check_send(self) -> None:

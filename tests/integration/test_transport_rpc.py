@@ -87,13 +87,14 @@ class App:
         return Response({"sha": hashlib.sha256(body).hexdigest()}, pieces())
 
     async def batched(self, req):
-        batches = size = 0
-        async for chunks in req.batches(max_bytes=MIB):
-            assert sum(map(len, chunks)) <= MIB
-            batches += 1
-            size += sum(map(len, chunks))
-            await asyncio.sleep(0.01)  # a thread hop to write them, say
-        return Response({"batches": batches, "n": size})
+        sizes = []
+        most = req.header.get("max", MIB)
+        async for chunks in req.batches(max_bytes=most, min_bytes=req.header.get("min", 0)):
+            assert sum(map(len, chunks)) <= most
+            sizes.append(sum(map(len, chunks)))
+            if req.header.get("slow", True):
+                await asyncio.sleep(0.01)  # a thread hop to write them, say
+        return Response({"batches": len(sizes), "n": sum(sizes), "sizes": sizes})
 
     async def limited(self, req):
         return Response({"n": len(await req.read(MIB))})
@@ -231,6 +232,17 @@ async def test_request_body_in_batches(client, peer):
     reply = await client.call(peer, "batched", {}, data, timeout=20)
     assert reply.header["n"] == len(data)
     assert reply.header["batches"] < 64  # far fewer than the ~130 datagram-sized pieces
+
+
+async def test_request_body_batches_of_at_least_min_bytes(client, peer):
+    # a fast reader still gets big batches: it waits for min_bytes (or the end) each time
+    data = os.urandom(8 * MIB + 12345)
+    header = {"min": MIB, "max": 4 * MIB, "slow": False}
+    reply = await client.call(peer, "batched", header, data, timeout=20)
+    sizes = reply.header["sizes"]
+    assert reply.header["n"] == len(data)
+    assert all(MIB <= n <= 4 * MIB for n in sizes[:-1]) and 0 < sizes[-1] <= 4 * MIB
+    assert len(sizes) <= 9
 
 
 async def test_reply_read_limit(client, peer):
