@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from cluster.cpu import run_cpu
@@ -148,7 +148,7 @@ class Getter:
         if bad:
             self.on_degraded(handle.bucket, handle.key, handle.meta.vid, sorted(set(bad)))
 
-    async def stream(self, handle: ReadHandle, start: int, end: int) -> AsyncIterator[Chunk]:
+    async def stream(self, handle: ReadHandle, start: int, end: int) -> AsyncGenerator[Chunk, None]:
         """Object bytes [start, end), in order."""
         if end <= start:
             return

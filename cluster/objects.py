@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from cluster.drive import DriveError, FileNotFound, VolumeExists, VolumeNotFound
 from cluster.erasure_set import ErasureSet
@@ -267,7 +267,7 @@ class ObjectLayer:
         self.clock.observe(handle.meta.mtime)
         return handle
 
-    def read_object(self, handle: ReadHandle, start: int, end: int) -> AsyncIterator[Chunk]:
+    def read_object(self, handle: ReadHandle, start: int, end: int) -> AsyncGenerator[Chunk, None]:
         eset = handle.eset or self.set_for(handle.bucket, handle.key)
         return Getter(eset, self._on_degraded).stream(handle, start, end)
 

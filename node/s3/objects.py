@@ -9,6 +9,7 @@ providing backpressure.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import email.utils
 import logging
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from node.s3.payload import BodyDecoder, content_md5
 from node.s3.ranges import parse_range
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499  # status recorded (access log, metrics) when the client left mid-body
 
 STORED_HEADERS = (
     "cache-control",
@@ -208,30 +210,51 @@ async def get_object(req: S3Request) -> web.StreamResponse:
         start, end, status = span[0], span[1], 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.size}"
     body = req.layer.read_object(handle, start, end)
-    if meta.inline:
-        data = b"".join([bytes(p) async for p in body])
-        return web.Response(status=status, headers=headers, body=data)
-    # Read the first run before answering, so a read that cannot even start (quorum lost,
-    # every copy of the first stripe rotten) still gets a proper S3 error.
-    first = await anext(body, None)
-    headers["x-amz-request-id"] = headers["x-amz-id-2"] = req.request_id
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = end - start
-    await response.prepare(req.http)
-    try:
-        if first is not None:
-            await response.write(first)
-        async for piece in body:
-            await response.write(piece)
-    except Exception as exc:
-        # Headers are gone: cut the connection so the client sees a short body, never
-        # wrong bytes, and never waits for bytes that will not come.
-        log.warning("request %s: GET %s cut short: %s", req.request_id, req.resource, exc)
-        if req.http.transport is not None:
-            req.http.transport.close()
-        raise ConnectionResetError(str(exc)) from exc
-    await response.write_eof()
-    return response
+    # closed on every way out: a GET that stops early (client gone) stops its reads now,
+    # not whenever the garbage collector finds the generator
+    async with contextlib.aclosing(body):
+        if meta.inline:
+            data = b"".join([bytes(p) async for p in body])
+            return web.Response(status=status, headers=headers, body=data)
+        # Read the first run before answering, so a read that cannot even start (quorum lost,
+        # every copy of the first stripe rotten) still gets a proper S3 error.
+        first = await anext(body, None)
+        headers["x-amz-request-id"] = headers["x-amz-id-2"] = req.request_id
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = end - start
+        await response.prepare(req.http)
+        sent = 0
+        try:
+            if first is not None:
+                await response.write(first)
+                sent = len(first)
+            async for piece in body:
+                await response.write(piece)
+                sent += len(piece)
+        except Exception as exc:
+            # Headers are gone: cut the connection so the client sees a short body, never
+            # wrong bytes, and never waits for bytes that will not come. (aiohttp's own
+            # write_eof then meets the closed transport and lets it be.)
+            if isinstance(exc, ConnectionError):  # the client went away: routine, not a fault
+                log.info("request %s: GET %s: the client went away", req.request_id, req.resource)
+                req.http["s3_cut"] = (CLIENT_CLOSED, sent)
+            else:
+                err = from_internal(exc)
+                req.http["s3_cut"] = (err.status, sent)
+                internal = err.code == "InternalError"
+                log.log(
+                    logging.ERROR if internal else logging.WARNING,
+                    "request %s: GET %s cut short: %s",
+                    req.request_id,
+                    req.resource,
+                    exc,
+                    exc_info=internal,
+                )
+            if req.http.transport is not None:
+                req.http.transport.close()
+            return response
+        await response.write_eof()
+        return response
 
 
 # -- DELETE -------------------------------------------------------------------------------

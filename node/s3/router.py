@@ -216,10 +216,13 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             response.headers["x-amz-request-id"] = request_id
             response.headers["x-amz-id-2"] = request_id
         out = 0 if request.method == "HEAD" else (response.content_length or 0)
+        status = response.status
+        if (cut := request.get("s3_cut")) is not None:  # a streamed body cut short
+            status, out = cut
         access_key = req.auth.access_key if req.auth else ""
         request["s3"] = (
             op,
-            response.status,
+            status,
             req.bytes_in,
             out,
             request_id,
