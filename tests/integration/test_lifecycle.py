@@ -101,7 +101,9 @@ def test_client_gone_mid_get_leaves_nothing_open(node):
         sock.sendall(signed_head("GET", node.endpoint, "/readers/big", {}))
         got = 0
         while got < 1 << 20:
-            got += len(sock.recv(1 << 16))
+            piece = sock.recv(1 << 16)
+            assert piece, f"the node closed the GET after {got} bytes"
+            got += len(piece)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
     deadline = time.monotonic() + 10
