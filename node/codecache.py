@@ -111,11 +111,7 @@ def warm() -> bool:
     cache = CodeCache()
     cache.install()
     try:
-        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-        main._no_plugin_loader()
-        main._import_server_libraries()
-        import node.app  # noqa: F401 - everything a node imports to serve
-        import node.config  # noqa: F401
+        main.serve_imports()
     finally:
         cache.uninstall()
     return cache.save(asked=True)

@@ -125,12 +125,25 @@ def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
     return paths or None
 
 
-def serve(args: argparse.Namespace) -> int:
+def _no_pydantic_plugins() -> None:
     # A node uses no pydantic plugins; without this, pydantic's first model reads the entry
     # points of every installed distribution to look for some (~5 ms here). The variable is
     # pydantic's own switch; an operator who wants plugins sets it (empty enables them all).
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     _no_plugin_loader()
+
+
+def serve_imports() -> None:
+    """Every import serve makes before it runs, in its order, for the tools that warm or
+    time them (node.codecache's warm(), the start-up benchmark)."""
+    _no_pydantic_plugins()
+    _import_server_libraries()
+    import node.app  # noqa: F401
+    import node.config  # noqa: F401
+
+
+def serve(args: argparse.Namespace) -> int:
+    _no_pydantic_plugins()
     gc.disable()  # until everything is imported: see _keep_imports_out_of_gc
     try:
         return _serve(args)

@@ -59,23 +59,32 @@ class RangeReader:
     def read(self, path: os.PathLike[str] | str, offset: int, length: int) -> bytes | memoryview:
         """Up to `length` bytes at `offset` (fewer at the end of the file)."""
         if self.direct and length >= DIRECT_MIN:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self.direct = False  # this file system refuses O_DIRECT
-            else:
-                try:
-                    return _read_direct(fd, offset, length)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    self.direct = False  # alignment this device does not accept
-                finally:
-                    os.close(fd)
+            data = self._read_direct(path, offset, length)
+            if data is not None:
+                return data
         fd = os.open(path, os.O_RDONLY)
         try:
             return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def _read_direct(
+        self, path: os.PathLike[str] | str, offset: int, length: int
+    ) -> memoryview | None:
+        """The range read with O_DIRECT; None (and direct reads off) where it is refused."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.direct = False  # this file system refuses O_DIRECT
+            return None
+        try:
+            return _read_direct(fd, offset, length)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.direct = False  # alignment this device does not accept
+            return None
         finally:
             os.close(fd)

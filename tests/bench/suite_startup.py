@@ -41,9 +41,8 @@ from summary import SuiteResult, command
 
 TARGET_S = 0.5
 IMPORTS = (
-    "import gc, os; gc.disable(); os.environ.setdefault('PYDANTIC_DISABLE_PLUGINS', '__all__'); "
-    "from node import main, codecache; codecache.CodeCache().install(); "
-    "main._no_plugin_loader(); main._import_server_libraries(); import node.config, node.app"
+    "import gc; gc.disable(); from node import main, codecache; "
+    "codecache.CodeCache().install(); main.serve_imports()"
 )
 PACKAGES = ("erasure", "transport", "cluster", "healing", "node")
 
