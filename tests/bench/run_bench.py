@@ -6,6 +6,8 @@ Suites (``--suite a,b``; default all, in this order), each bounded in time:
   standalone  one node, 4 drives, 2+2: matrix cells 1-3 + one 2 GiB PUT/GET (peak RSS)
   cluster     the default dev cluster (4 nodes x 2 drives, 2+2): cells 1-3 over all nodes,
               then one 2 GiB PUT/GET through node 1 with each node's peak RSS (issue 4)
+  costs       the CPU a 64 MiB cluster PUT cannot avoid (MD5, zfec, kernel, disk, QUIC per
+              byte), timed piece by piece, beside Swift's and our server CPU per PUT
   transport   tests/bench/bench_transport.py: QUIC shard shipping between two processes
   startup     spawn of a standalone node until /health/ready answers 200 (issue 5)
   overhead    access log + metrics cost on 4 KiB request throughput, on/off alternating
@@ -36,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 
 import suite_cluster
+import suite_costs
 import suite_overhead
 import suite_standalone
 import suite_startup
@@ -46,6 +49,7 @@ from summary import SuiteResult, print_summary
 SUITES: dict[str, Callable[[argparse.Namespace], SuiteResult]] = {
     "standalone": suite_standalone.run,
     "cluster": suite_cluster.run,
+    "costs": suite_costs.run,
     "transport": suite_transport.run,
     "startup": suite_startup.run,
     "overhead": suite_overhead.run,
