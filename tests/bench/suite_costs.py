@@ -82,27 +82,29 @@ def stripe_jobs(data: memoryview, params: ErasureParams) -> None:
 
 def client_body(data: memoryview) -> None:
     """The body crossing loopback TCP: both ends' kernel work, as client and node pay it."""
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        sender = socket.create_connection(srv.getsockname(), timeout=30)
+    with (
+        socket.create_server(("127.0.0.1", 0)) as srv,
+        socket.create_connection(srv.getsockname(), timeout=30) as sender,
+    ):
         receiver, _ = srv.accept()
-        receiver.settimeout(30)
+        with receiver:
+            receiver.settimeout(30)
 
-        def drain() -> None:
-            buf, left = bytearray(256 << 10), len(data)
-            while left:
-                got = receiver.recv_into(buf)
-                if not got:
-                    break
-                left -= got
+            def drain() -> None:
+                buf, left = bytearray(256 << 10), len(data)
+                while left:
+                    got = receiver.recv_into(buf)
+                    if not got:
+                        break
+                    left -= got
 
-        t = threading.Thread(target=drain)
-        t.start()
-        try:
-            sender.sendall(data)
-        finally:
-            t.join(60)
-            sender.close()
-            receiver.close()
+            t = threading.Thread(target=drain)
+            t.start()
+            try:
+                sender.sendall(data)
+            finally:
+                sender.shutdown(socket.SHUT_WR)
+                t.join(60)
 
 
 def shard_files(data: memoryview, params: ErasureParams, folder: Path) -> None:
