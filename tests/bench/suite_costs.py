@@ -13,8 +13,9 @@ has left its JSON lines.
   shard files    4 x 32 MiB through node.storage.shardfile.ShardFile (O_DIRECT) + fdatasync
   remote shards  96 MiB (3 of 4 shards leave the node that takes the PUT) at the QUIC
                  transport's CPU per byte. bench_transport.py runs twice as a child, 16 MiB
-                 and --transport-mib each way; the per-byte figure is the difference in user+system CPU of both its
-                 processes over the difference in bytes (so start-up and handshakes cancel)
+                 and --transport-mib each way; the per-byte figure is the difference in
+                 user+system CPU of both its processes over the difference in bytes (so
+                 start-up and handshakes cancel)
 
 The first three rows are the work itself. The fourth is the transport as it stands: aioquic
 (fixed by the stack) handles every 64 KB packet in Python. Two cores give 2 CPU-seconds per
