@@ -39,7 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchnode import pick_data_base
-from matrix import HERE, REPO, swift_runs
+from matrix import CELL_NAMES, HERE, REPO, swift_runs
+from suite_cluster import LABEL as CLUSTER_LABEL
 from summary import SuiteResult, command
 from targets import Run, load
 
@@ -109,13 +110,13 @@ def client_body(data: memoryview) -> None:
 
 
 def shard_files(data: memoryview, params: ErasureParams, folder: Path) -> None:
-    shard = len(data) // params.k
+    shard, block = len(data) // params.k, params.block_size
     for i in range(params.n):
         path = folder / f"shard.{i}"
         f = ShardFile(path)
         try:
-            for off in range(0, shard, params.stripe_size // params.k):
-                f.append([data[off : off + params.stripe_size // params.k]])
+            for off in range(0, shard, block):
+                f.append([data[off : off + block]])
             f.finish()
         finally:
             f.close()
@@ -134,7 +135,7 @@ def transport_cpu(total_mib: int, timeout: float) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def cpu_per_put(runs: list[Run], cell: str = "64MiB") -> tuple[float, float] | None:
+def cpu_per_put(runs: list[Run], cell: str = CELL_NAMES["3"]) -> tuple[float, float] | None:
     """(server CPU s per PUT, MiB/s) of a run's 64 MiB put phase, if it measured CPU."""
     for run in runs:
         got = run.op("put") if run.cell == cell else None
@@ -198,5 +199,5 @@ def run(a: argparse.Namespace) -> SuiteResult:
 
 
 def _ours(out: Path) -> list[Run]:
-    path = out / "shardfleet-cluster.jsonl"
+    path = out / f"{CLUSTER_LABEL}.jsonl"
     return load(path) if path.exists() else []
