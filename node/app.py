@@ -198,9 +198,16 @@ class Node:
             return await s3(request)
 
         # 1 MiB read buffer: with aiohttp's 64 KiB a large upload pauses and resumes the
-        # socket for every few chunks.
+        # socket for every few chunks. The timeouts and the cap bound connections that have
+        # not sent a request (yet): see node.s3.server.
         return S3Server(
-            dispatch, handler_cancellation=False, access_log=None, read_bufsize=READ_BUFSIZE
+            dispatch,
+            handler_cancellation=False,
+            access_log=None,
+            read_bufsize=READ_BUFSIZE,
+            keepalive_timeout=self.config.keepalive_timeout,
+            header_timeout=self.config.header_timeout,
+            max_idle_connections=self.config.max_idle_connections,
         )
 
     @staticmethod

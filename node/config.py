@@ -122,6 +122,18 @@ class NodeConfig(BaseModel):
     log_format: Literal["text", "json"] = "text"
     body_stall_timeout: float = Field(default=60.0, gt=0, le=3600)
     """Seconds a client may send nothing in the middle of a request body."""
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a client gets to send a complete request head (request line and headers):
+    counted from when the connection opens, and on a kept-alive connection from the first
+    byte of the next request. A connection that sends nothing, or half a head, is closed
+    then. The body is not covered (body_stall_timeout is)."""
+    keepalive_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a kept-alive connection may sit idle between requests before it is closed
+    (aiohttp's own default is an hour)."""
+    max_idle_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    """Connections that may wait for a request head at once: new ones, ones halfway through
+    sending a head, and kept-alive ones idle between requests. Past it, the connections
+    that have waited longest are closed first (see node.s3.server.S3Server)."""
     bucket_sync_interval: float = Field(default=15.0, gt=0, le=3600)
     """Seconds between passes that give drives the buckets they missed while offline."""
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)

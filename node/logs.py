@@ -3,17 +3,80 @@
 One line per S3 request with request id, access key, operation, target, status, bytes and
 latency, as text or JSON. Secrets never reach it: neither headers nor query strings are
 logged, only the fields below.
+
+Every record is one physical line, whatever it carries: a request path with %0A in it, an
+exception message quoting client input, a traceback. The text format escapes control
+characters (`escape`), the JSON format leaves them to json's escapes plus `_json_safe`;
+both happen in the formatters below and on the access log's direct path, so nothing a
+client sends can forge a line or reach a terminal raw.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 access = logging.getLogger("shardfleet.access")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# What never reaches a log line raw: C0 controls (NUL, TAB, LF, CR, ESC...), DEL, C1 controls
+# (NEL and CSI among them), U+2028/U+2029 (line breaks to str.splitlines, JavaScript and some
+# log viewers), lone surrogates (they would make the write itself fail), and the backslash,
+# which starts every escape and so is escaped too: the escaped text reads back unambiguously.
+# (Patterns as strings, compiled by re on first use: most processes never need them.)
+_UNSAFE = r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029\ud800-\udfff]"
+# json.dumps escapes C0, the quote and the backslash itself; these pass through it raw.
+_JSON_UNSAFE = r"[\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def escape(text: str) -> str:
+    """Text made safe for one log line: \\n, \\r, \\t and \\\\ for those four, \\xNN for the
+    other C0 and C1 controls and DEL, \\uNNNN for U+2028, U+2029 and lone surrogates.
+    Everything else, non-ASCII text included, is kept.
+
+    Every unsafe character is non-printable to str.isprintable but the backslash, so a
+    line with nothing to escape (almost all) costs two scans in C, no regular expression."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return re.sub(_UNSAFE, _escaped, text)
+
+
+def _json_safe(line: str) -> str:
+    """A json.dumps(..., ensure_ascii=False) line with the characters json leaves raw
+    written as \\uNNNN escapes: the same JSON value, no raw control character."""
+    if line.isprintable():
+        return line
+    return re.sub(_JSON_UNSAFE, _json_escaped, line)
+
+
+class TextFormatter(logging.Formatter):
+    """The text log: the record as logging formats it (message with its arguments, then
+    exception and stack text), escaped into a single line."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +92,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return _json_safe(json.dumps(entry, ensure_ascii=False))
 
 
 class BufferedHandler(logging.StreamHandler):
@@ -91,7 +154,7 @@ def setup(level: str, fmt: str = "text", stream: Any = None) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -144,7 +207,8 @@ def log_request(
 ) -> None:
     """One access-log line. With the node's own handler in place (`setup`) the line is
     formatted here and queued on it directly: the same text or JSON the formatters would
-    give, without a LogRecord (~30 us a line through logging, ~5 us here)."""
+    give, escaped the same way, without a LogRecord (~30 us a line through logging, ~5 us
+    here). The resource and access key come from the client: they may hold anything."""
     if not access.isEnabledFor(logging.INFO):
         return
     message = (
@@ -179,6 +243,7 @@ def log_request(
             "msg": message,
         }
         entry.update(fields)
-        handler.add(json.dumps(entry, ensure_ascii=False) + handler.terminator)
+        handler.add(_json_safe(json.dumps(entry, ensure_ascii=False)) + handler.terminator)
     else:
-        handler.add(f"{_clock.text(now)} INFO {access.name}: {message}{handler.terminator}")
+        line = f"{_clock.text(now)} INFO {access.name}: {escape(message)}{handler.terminator}"
+        handler.add(line)

@@ -1,12 +1,32 @@
-"""The HTTP server under the S3 API: aiohttp's low-level server, with S3-shaped errors.
+"""The HTTP server under the S3 API: aiohttp's low-level server, with S3-shaped errors and
+limits on connections that have not sent a request yet.
 
 aiohttp answers requests its HTTP parser rejects (a header line over 8 KiB, a malformed
 Content-Length) with its own text/plain page. S3 clients expect an XML <Error> with a
 request id, so the request handler class is swapped for one that renders those too.
+
+aiohttp puts no time limit on a request head: a connection that sends nothing, or half a
+request line, is held until the keep-alive timeout (an hour by default), and a few thousand
+of them use up the node's file descriptors (slowloris). The handler here adds two bounds on
+connections that are waiting for a request head:
+
+- a header timeout: a head must be complete `header_timeout` seconds after the connection
+  opens, or after its first byte on a kept-alive connection. Idle time between requests is
+  bounded separately, by aiohttp's keepalive_timeout.
+- a cap on how many connections may wait for a head at once (new, half-sent, and idle
+  kept-alive ones); past it the one that has waited longest is closed.
+
+Both cost nothing per request beyond a few attribute and dict operations: one
+loop.call_later timer per connection (armed at connection_made, cancelled when the first
+head is parsed), and on a kept-alive connection a timer only when a head arrives in more
+than one read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -15,8 +35,26 @@ from aiohttp.web_protocol import RequestHandler
 from node.s3 import xml
 from node.s3.router import new_request_id
 
+log = logging.getLogger(__name__)
+
 
 class _S3RequestHandler(RequestHandler):
+    """One connection. The head timer runs while the connection waits for a request head
+    (`_awaiting_head`): armed when it opens, or when part of a head arrives after a
+    response; cancelled once the parser has produced a complete head (the body that follows
+    has its own stall timeout, body_stall_timeout, so a slowly streamed body never meets
+    this one). One case the timer does not see: part of a pipelined head that arrived while
+    the previous request was being served; that connection still counts against the cap
+    and is closed at the keep-alive timeout."""
+
+    __slots__ = ("_server", "_head_timer", "_awaiting_head")
+
+    def __init__(self, manager: S3Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._server = manager
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._awaiting_head = False
+
     def handle_error(
         self,
         request: Any,
@@ -43,7 +81,116 @@ class _S3RequestHandler(RequestHandler):
         response.force_close()
         return response
 
+    # -- waiting for a request head ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_timer = self._loop.call_later(self._server.header_timeout, self._head_late)
+        self._awaiting_head = True
+        self._server._waiting(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._head_arrived()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._awaiting_head:
+            # a request body, or a pipelined head behind the request being served
+            super().data_received(data)
+            return
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count:  # a complete head (or a parse error: also an end)
+            self._head_arrived()
+        elif self._head_timer is None and self.transport is not None:
+            # part of the next head on a kept-alive connection: the rest is due in time
+            self._head_timer = self._loop.call_later(self._server.header_timeout, self._head_late)
+
+    def log_access(self, request: Any, response: web.StreamResponse, time: float | None) -> None:
+        """Called once per request, as its response finishes: from here a kept-alive
+        connection waits for its next head (unless that is already queued, pipelined)."""
+        super().log_access(request, response, time)
+        if (
+            not self._messages
+            and response.keep_alive
+            and not self._close
+            and not self._force_close
+            and self.transport is not None
+        ):
+            self._awaiting_head = True
+            self._server._waiting(self)
+
+    def _head_arrived(self) -> None:
+        self._awaiting_head = False
+        timer = self._head_timer
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        self._server._pending.pop(self, None)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport is None or self._force_close:
+            return
+        if self._waiter is None:
+            # Not waiting for a head yet: aiohttp is still reading away the unread rest of
+            # the last request's body (its lingering close, itself bounded): start again.
+            self._head_timer = self._loop.call_later(self._server.header_timeout, self._head_late)
+            return
+        self._server.head_timeouts += 1
+        log.debug("closing a connection from %s: no request head in time", self.peername)
+        self._head_arrived()
+        self.force_close()
+
 
 class S3Server(web.Server):
+    """aiohttp's low-level server with the S3 request handler and its connection bounds.
+
+    header_timeout: seconds for a complete request head (see _S3RequestHandler).
+
+    max_idle_connections: how many connections may wait for a request head at once. Over
+    the cap, the connection that has waited longest is closed, not the new one. Refusing
+    new connections would hand the node to whoever fills the cap first: an attacker who
+    keeps it full (reopening what the header timeout closes) would lock every real client
+    out, while the attacker's own connections stay. Closing the oldest instead means an
+    attacker has to open more than the cap's worth of connections in the moment between a
+    real client's connect and its request head (well under a millisecond on a LAN) to get
+    in its way, and the connections lost are mostly the attacker's own (the oldest by
+    construction) or kept-alive idle ones, which clients reopen at the cost of one
+    handshake. nginx does the same when it runs out of connections: it reclaims idle
+    kept-alive ones, oldest first.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        header_timeout: float = 10.0,
+        max_idle_connections: int = 1024,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.header_timeout = header_timeout
+        self.max_idle_connections = max_idle_connections
+        # connections waiting for a head, longest-waiting first
+        self._pending: OrderedDict[_S3RequestHandler, None] = OrderedDict()
+        self.head_timeouts = 0
+        """Connections closed because their request head did not arrive in time."""
+        self.evicted = 0
+        """Connections closed because too many were waiting for a request head."""
+
     def __call__(self) -> RequestHandler:
         return _S3RequestHandler(self, loop=self._loop, **self._kwargs)
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections waiting for a request head now."""
+        return len(self._pending)
+
+    def _waiting(self, conn: _S3RequestHandler) -> None:
+        pending = self._pending
+        pending[conn] = None
+        while len(pending) > self.max_idle_connections:
+            oldest, _ = pending.popitem(last=False)
+            self.evicted += 1
+            oldest._head_arrived()
+            oldest.force_close()
