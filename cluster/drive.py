@@ -13,12 +13,17 @@ the object layer treats any of them as "this drive did not answer" and lets quor
     ├── VolumeNotEmpty    delete_bucket of a bucket that still holds objects
     ├── FileNotFound      no metadata for that key (or not that version)
     └── ShardNotFound     metadata present but the shard data is missing
+
+Besides data, a drive keeps short per-key leases (`lock` / `unlock`, a `LeaseTable` in
+memory): cluster/keylock.py takes a key's lock on a majority of its set's drives so that a
+conditional write can check and commit without a concurrent writer in between.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -105,6 +110,69 @@ def scan_digest(rows: list[tuple[str, bytes]]) -> ScanDigest:
     return ScanDigest(len(rows), rows[-1][0] if rows else "", digest)
 
 
+MAX_LOCK_TTL = 300.0  # seconds; a lease asked for longer is refused as bad input
+MAX_LOCK_RESOURCE = 2048  # bytes of a resource name (bucket/key: 63 + 1 + 1024 at most)
+MAX_LOCK_OWNER = 128  # bytes of an owner token
+LEASE_TABLE_CAP = 50_000  # leases one drive holds at most; grants beyond are refused
+LEASE_SWEEP_INTERVAL = 1.0  # seconds between full sweeps of expired leases
+
+
+class LeaseTable:
+    """A drive's leases: resource -> (owner, expiry on the monotonic clock).
+
+    Nothing here touches a disk or waits: every call is a dict operation on the event loop
+    (a sweep of expired leases runs at most once per LEASE_SWEEP_INTERVAL, O(table)). The
+    table is bounded: past `cap` live leases a grant of a new resource is refused (the
+    caller sees a conflict and backs off) instead of growing without bound. At the cap and
+    with the longest resource names that is ~120 MB; real tables hold one lease per
+    conditional write in flight, a few KiB.
+    """
+
+    def __init__(
+        self, cap: int = LEASE_TABLE_CAP, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._cap = cap
+        self._clock = clock
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def grant(self, resource: str, owner: str, ttl: float) -> bool:
+        """True (and the lease runs `ttl` seconds from now) if `resource` is free, its lease
+        expired, or `owner` already holds it (a renewal); False if another owner holds it."""
+        if not 0 < ttl <= MAX_LOCK_TTL:  # also refuses NaN
+            raise ValueError(f"lease ttl {ttl!r} outside (0, {MAX_LOCK_TTL:.0f}]")
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        held = self._leases.get(resource)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        if held is None and len(self._leases) >= self._cap:
+            return False
+        self._leases[resource] = (owner, now + ttl)
+        return True
+
+    def release(self, resource: str, owner: str) -> None:
+        """Drops the lease if `owner` holds it; anything else (free, another owner's) stays."""
+        held = self._leases.get(resource)
+        if held is not None and held[0] == owner:
+            del self._leases[resource]
+
+    def holder(self, resource: str) -> str | None:
+        """The owner of a live lease on `resource`, or None."""
+        held = self._leases.get(resource)
+        return held[0] if held is not None and held[1] > self._clock() else None
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + LEASE_SWEEP_INTERVAL
+        expired = [r for r, (_, until) in self._leases.items() if until <= now]
+        for resource in expired:
+            del self._leases[resource]
+
+
 @runtime_checkable
 class Drive(Protocol):
     drive_id: str
@@ -156,6 +224,32 @@ class Drive(Protocol):
     ) -> ScanDigest:
         """`scan_digest` of what `scan` would return: listing reads the rows from one drive
         and checks the others against them without moving their rows."""
+
+    async def lock(self, resource: str, owner: str, ttl: float) -> bool:
+        """Grants `owner` a lease on `resource` for `ttl` seconds (0 < ttl <= MAX_LOCK_TTL).
+
+        True if the resource was free, its lease had expired, or `owner` already held it
+        (the lease is renewed); False while another owner's lease is live. Leases live in
+        memory (a `LeaseTable`, monotonic clock), never on disk.
+
+        Why memory is safe enough: a lock is only ever taken on a strict majority
+        q = n//2 + 1 of a set's n drives (cluster/keylock.py), and two majorities share a
+        drive, which grants one owner at a time. A drive that restarts forgets its leases,
+        so a second owner can win while the first still holds the lock only if enough of
+        the first owner's drives restarted inside its critical section: 2q - n of them
+        when it was granted by exactly q drives (one drive for odd n, two for even n;
+        more grants, more margin). A node restart takes all of that node's drives in the
+        set at once, so with several drives per node per set one node restarting during
+        someone's critical section (at most seconds, see keylock.py) can break mutual
+        exclusion for that one key. Persisting leases would not be worth a disk write per
+        conditional request; a restarted drive refusing grants for MAX_LOCK_TTL would close
+        the gap at the price of conditional writes after restarts. Leases also bound the
+        damage of a holder that dies: its lock is free again after `ttl`.
+        """
+
+    async def unlock(self, resource: str, owner: str) -> None:
+        """Releases `owner`'s lease on `resource`; a no-op if `owner` does not hold it
+        (already released, expired, or taken over by another owner)."""
 
 
 class OfflineDrive:

@@ -11,6 +11,9 @@ reached is DriveOffline, so quorum logic treats it like a dead disk.
     shard read   : one call per ranged read, the bytes as the response body.
     listing      : "drive.scan" sends rows; "drive.scan_digest" only their digest, for
                    the replicas listing checks against rows it already has.
+    leases       : "drive.lock" / "drive.unlock", header only (cluster/keylock.py). Their
+                   fields are checked before the drive sees them; bad ones answer the
+                   typed error "bad-request" (DriveIOError on the calling side).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import msgpack
 
 from cluster import drive as drv
 from cluster.drive import (
+    MAX_LOCK_OWNER,
+    MAX_LOCK_RESOURCE,
+    MAX_LOCK_TTL,
     Drive,
     DriveError,
     DriveInfo,
@@ -211,16 +217,48 @@ class RemoteDrive:
         ).header
         return ScanDigest(h["n"], h["last"], h["h"])
 
+    async def lock(self, resource: str, owner: str, ttl: float) -> bool:
+        h = (await self._call("drive.lock", {"r": resource, "o": owner, "t": ttl})).header
+        return h.get("g") is True
+
+    async def unlock(self, resource: str, owner: str) -> None:
+        await self._call("drive.unlock", {"r": resource, "o": owner})
+
 
 # -- server side ------------------------------------------------------------------------------
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _bounded_str(h: dict[str, Any], field: str, what: str, most: int) -> str:
+    value = h.get(field)
+    if not isinstance(value, str) or not value:
+        raise RpcFault("bad-request", f"{what} must be a non-empty string")
+    if len(value) > most or len(value.encode("utf-8", "surrogatepass")) > most:
+        raise RpcFault("bad-request", f"{what} longer than {most} bytes")
+    return value
+
+
+def _lock_fields(h: dict[str, Any]) -> tuple[str, str]:
+    """The (resource, owner) of a lock or unlock call, checked; bad input is "bad-request"."""
+    return (
+        _bounded_str(h, "r", "lock resource", MAX_LOCK_RESOURCE),
+        _bounded_str(h, "o", "lock owner", MAX_LOCK_OWNER),
+    )
+
+
+def _lock_ttl(h: dict[str, Any]) -> float:
+    ttl = h.get("t")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_LOCK_TTL:
+        raise RpcFault("bad-request", f"lock ttl must be a number in (0, {MAX_LOCK_TTL:.0f}]")
+    return float(ttl)
 
 
 def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
     """The RPC methods that expose this node's drives to its peers."""
 
     def pick(req: Request) -> Drive:
-        drive = drives.get(req.header.get("d", ""))
+        drive_id = req.header.get("d")
+        drive = drives.get(drive_id) if isinstance(drive_id, str) else None
         if drive is None:
             raise RpcFault("DriveOffline", f"no drive {req.header.get('d')!r} on this node")
         return drive
@@ -292,6 +330,15 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], 1001))
         return Response({"n": got.count, "last": got.last_key, "h": got.digest})
 
+    async def lock(d: Drive, h: dict[str, Any], req: Request) -> Response:
+        resource, owner = _lock_fields(h)
+        return Response({"g": await d.lock(resource, owner, _lock_ttl(h))})
+
+    async def unlock(d: Drive, h: dict[str, Any], req: Request) -> Response:
+        resource, owner = _lock_fields(h)
+        await d.unlock(resource, owner)
+        return Response({})
+
     table = {
         "info": info,
         "make_bucket": make_bucket,
@@ -306,5 +353,7 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         "delete": delete,
         "scan": scan,
         "scan_digest": scan_digest,
+        "lock": lock,
+        "unlock": unlock,
     }
     return {f"drive.{name}": wrap(fn) for name, fn in table.items()}

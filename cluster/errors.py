@@ -4,7 +4,8 @@ ObjectError
 ├── NoSuchBucket, BucketExists, BucketNotEmpty
 ├── NoSuchKey
 ├── ReadQuorumLost       fewer than k drives agree on or can serve the object
-└── WriteQuorumLost      fewer than W drives took the write; it was undone
+├── WriteQuorumLost      fewer than W drives took the write; it was undone
+└── LockConflict         a key's lock was not won within the wait (cluster/keylock.py)
 """
 
 from __future__ import annotations
@@ -49,3 +50,12 @@ class WriteQuorumLost(QuorumLost):
 
 class ClusterPartitioned(ObjectError):
     pass
+
+
+class LockConflict(ObjectError):
+    """A key's lock (cluster/keylock.py) was not granted by a majority of its set's drives
+    within the wait: another writer held it all along, or too few drives answered."""
+
+    def __init__(self, bucket: str, key: str, detail: str) -> None:
+        super().__init__(f"lock on {bucket}/{key} not acquired: {detail}")
+        self.bucket, self.key = bucket, key

@@ -40,6 +40,7 @@ from cluster.drive import (
     DriveIOError,
     DriveOffline,
     FileNotFound,
+    LeaseTable,
     MetaRecord,
     ScanDigest,
     ShardNotFound,
@@ -109,6 +110,7 @@ class LocalDrive:
         self._inflight: set[str] = set()  # vids staged or being committed
         self._reader = RangeReader()
         self._trash_done: list[bytes] = []
+        self.leases = LeaseTable()  # per-key locks (cluster/keylock.py): memory only
         self._tmp = root / "tmp"
         self._data = root / "data"
         self._tmp.mkdir(exist_ok=True)
@@ -384,6 +386,17 @@ class LocalDrive:
         self, bucket: str, prefix: str, start_after: str, limit: int
     ) -> ScanDigest:
         return scan_digest(await self.scan(bucket, prefix, start_after, limit))
+
+    # -- per-key leases ----------------------------------------------------------------
+    async def lock(self, resource: str, owner: str, ttl: float) -> bool:
+        """See Drive.lock: in memory, on the loop, no disk I/O. An offline drive grants
+        nothing (DriveOffline), like every other call: it must not vote in a majority."""
+        self._guard()
+        return self.leases.grant(resource, owner, ttl)
+
+    async def unlock(self, resource: str, owner: str) -> None:
+        self._guard()
+        self.leases.release(resource, owner)
 
     # -- start-up and shutdown ----------------------------------------------------------
     def reconcile_startup(self) -> None:
