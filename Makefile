@@ -7,7 +7,7 @@ PORT   ?= 9000
 STAMP   = $(VENV)/.installed
 PKGS    = erasure transport cluster healing node
 
-.PHONY: run run-standalone test chaos bench lint venv clean
+.PHONY: run run-standalone test chaos bench lint venv clean clients
 
 # An editable install leaves our modules uncompiled, and with PYTHONDONTWRITEBYTECODE=1 (the
 # systemd unit sets it too) every start then compiled them again (~50 ms of a node's start-up).
@@ -34,7 +34,18 @@ run: venv
 run-standalone: venv
 	$(BIN)/shardfleet serve --data $(DATA)/standalone --drives 4 --ec 2+2 --address 127.0.0.1:$(PORT)
 
-test: venv
+# the real clients the suite drives besides boto3 and the AWS CLI (Debian's packages); a
+# missing one fails its tests instead of skipping them
+CLIENTS = rclone
+clients:
+	@for c in $(CLIENTS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get install -y -q $$missing || \
+			{ $$sudo apt-get update -q && $$sudo apt-get install -y -q $$missing; }; \
+	fi
+
+test: venv clients
 	$(BIN)/python -m pytest -q
 
 chaos: venv

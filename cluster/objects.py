@@ -25,10 +25,11 @@ from cluster.errors import (
 )
 from cluster.get import Chunk, Getter, ReadHandle
 from cluster.hlc import HybridClock
+from cluster.keylock import hold
 from cluster.listing import PAST, ListPage, list_objects
 from cluster.meta import ObjectMeta
 from cluster.placement import set_index
-from cluster.put import Body, PutRequest, Putter
+from cluster.put import Body, Condition, PutRequest, Putter
 from cluster.quorum import fan_out
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,14 @@ class ObjectLayer:
         self._check_writable()
         pool = await self._pool_for_put(req.bucket, req.key)
         eset = self.set_for(req.bucket, req.key, pool)
-        return await Putter(eset, self.clock, self._on_partial).put(req, body)
+        putter = Putter(
+            eset, self.clock, self._on_partial, lock_set=self.lock_set(req.bucket, req.key)
+        )
+        return await putter.put(req, body)
+
+    def lock_set(self, bucket: str, key: str) -> ErasureSet:
+        """Where the key's lock lives: its set in the first pool, whichever pool holds it."""
+        return self.set_for(bucket, key, self.sets[0].pool)
 
     async def open_object(self, bucket: str, key: str) -> ReadHandle:
         if len(self.pools) == 1:
@@ -274,21 +282,45 @@ class ObjectLayer:
     def _getter(self, bucket: str, key: str, pool: int | None = None) -> Getter:
         return Getter(self.set_for(bucket, key, pool), self._on_degraded)
 
-    async def delete_object(self, bucket: str, key: str) -> None:
+    async def delete_object(
+        self, bucket: str, key: str, *, condition: Condition | None = None
+    ) -> None:
         """Idempotent: deleting a missing key succeeds, as in S3. Removes the key from every
-        pool (an older copy in another pool must not reappear)."""
+        pool (an older copy in another pool must not reappear).
+
+        With a `condition`, it is checked against the current version under the key's lock
+        and only that version is deleted (by version id), so a write that lands meanwhile
+        is never the one removed."""
         self._check_writable()
+        if condition is None:
+            await self._delete_everywhere(bucket, key, None)
+            return
+        async with hold(self.lock_set(bucket, key), bucket, key):
+            try:
+                handle: ReadHandle | None = await self.open_object(bucket, key)
+            except NoSuchKey:
+                handle = None
+            condition(handle.meta if handle is not None else None)
+            if handle is not None:
+                # the checked version by id; older copies in other pools go regardless
+                pool = handle.eset.pool if handle.eset is not None else self.sets[0].pool
+                await self._delete_everywhere(bucket, key, (pool, handle.meta.vid))
+
+    async def _delete_everywhere(self, bucket: str, key: str, only: tuple[int, str] | None) -> None:
         first = self.sets[0].pool
         for pool in sorted(self.pools):
+            vid = only[1] if only is not None and only[0] == pool else None
             try:
-                await self._delete_in(self.set_for(bucket, key, pool), bucket, key)
+                await self._delete_in(self.set_for(bucket, key, pool), bucket, key, vid)
             except NoSuchBucket:
                 if pool == first:
                     raise  # later pools may not have the bucket yet: nothing to delete there
 
-    async def _delete_in(self, eset: ErasureSet, bucket: str, key: str) -> None:
+    async def _delete_in(
+        self, eset: ErasureSet, bucket: str, key: str, vid: str | None = None
+    ) -> None:
         ok, errors = await fan_out(
-            [(lambda d=d: d.delete(bucket, key)) for d in eset.drives],
+            [(lambda d=d: d.delete(bucket, key, vid=vid)) for d in eset.drives],
             timeout=eset.timeouts.meta,
             need=eset.write_quorum,
             grace=eset.timeouts.meta_grace,
@@ -303,19 +335,25 @@ class ObjectLayer:
             )
 
     async def delete_objects(
-        self, bucket: str, keys: Sequence[str], *, parallel: int = 16
+        self,
+        bucket: str,
+        keys: Sequence[str],
+        *,
+        conditions: Sequence[Condition | None] | None = None,
+        parallel: int = 16,
     ) -> list[BaseException | None]:
         gate = asyncio.Semaphore(parallel)
+        conds = conditions if conditions is not None else [None] * len(keys)
 
-        async def one(key: str) -> BaseException | None:
+        async def one(key: str, condition: Condition | None) -> BaseException | None:
             async with gate:
                 try:
-                    await self.delete_object(bucket, key)
+                    await self.delete_object(bucket, key, condition=condition)
                 except Exception as exc:  # reported per key in the DeleteResult
                     return exc
                 return None
 
-        return list(await asyncio.gather(*(one(k) for k in keys)))
+        return list(await asyncio.gather(*(one(k, c) for k, c in zip(keys, conds, strict=True))))
 
     async def list_objects(
         self,

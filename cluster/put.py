@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from cluster.cpu import run_cpu
 from cluster.drive import DriveError, ShardWriter, VolumeNotFound
 from cluster.erasure_set import ErasureSet
-from cluster.errors import NoSuchBucket, WriteQuorumLost
+from cluster.errors import NoSuchBucket, NoSuchKey, WriteQuorumLost
+from cluster.get import Getter
 from cluster.hlc import HybridClock
+from cluster.keylock import hold
 from cluster.meta import ObjectMeta
 from cluster.placement import distribution
 from cluster.quorum import fan_out
@@ -42,6 +44,8 @@ QUEUE = 2
 
 PartialHook = Callable[[str, str, str, list[int]], None]
 Body = AsyncIterator[bytes | bytearray | memoryview]
+#: a write's precondition: given the key's current version (None: absent), raises to refuse
+Condition = Callable[[ObjectMeta | None], None]
 
 
 class DigestMismatch(Exception):
@@ -57,6 +61,9 @@ class PutRequest:
     user: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     content_md5: bytes | None = None
+    #: checked against the version the quorum agrees on, under the key's lock, just before
+    #: the commit (If-Match / If-None-Match); what it raises reaches the caller unchanged
+    condition: Condition | None = None
 
 
 def _encode_stripe(
@@ -98,11 +105,25 @@ async def _stripes(body: Body, stripe_size: int) -> AsyncIterator[memoryview]:
         yield buf[:fill].toreadonly()
 
 
+def _no_hook(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+    """A condition's metadata read streams nothing, so it has no degraded read to report."""
+
+
 class Putter:
-    def __init__(self, eset: ErasureSet, clock: HybridClock, on_partial: PartialHook) -> None:
+    def __init__(
+        self,
+        eset: ErasureSet,
+        clock: HybridClock,
+        on_partial: PartialHook,
+        *,
+        lock_set: ErasureSet | None = None,
+    ) -> None:
         self.eset = eset
         self.clock = clock
         self.on_partial = on_partial
+        #: where the key's lock lives (the key's set in the first pool, whichever pool the
+        #: write goes to, so every conditional write and delete of a key meets at one lock)
+        self.lock_set = lock_set
 
     def _new_meta(self, req: PutRequest, *, size: int, etag: str, inline: bool) -> ObjectMeta:
         p = self.eset.params
@@ -266,6 +287,32 @@ class Putter:
 
     # -- commit -------------------------------------------------------------------------
     async def _commit(
+        self, req: PutRequest, meta: ObjectMeta, positions: list[int], inline: list[bytes] | None
+    ) -> ObjectMeta:
+        if req.condition is None:
+            return await self._commit_now(req, meta, positions, inline)
+        try:
+            async with hold(self.lock_set or self.eset, req.bucket, req.key):
+                try:
+                    current = (await Getter(self.eset, _no_hook).open(req.bucket, req.key)).meta
+                except NoSuchKey:
+                    current = None
+                req.condition(current)
+                return await self._commit_now(req, meta, positions, inline)
+        except BaseException:
+            if not meta.inline:  # staged shards of a version that will never be committed
+                await fan_out(
+                    [
+                        (lambda d=self.eset.drives[i]: d.abort(req.bucket, meta.vid))
+                        if i in positions
+                        else None
+                        for i in range(len(self.eset.drives))
+                    ],
+                    timeout=self.eset.timeouts.meta,
+                )
+            raise
+
+    async def _commit_now(
         self, req: PutRequest, meta: ObjectMeta, positions: list[int], inline: list[bytes] | None
     ) -> ObjectMeta:
         meta.mtime = self.clock.now()

@@ -6,12 +6,13 @@
     │       XAmzContentSHA256Mismatch, AuthorizationHeaderMalformed,
     │       AuthorizationQueryParametersError, EntityTooLarge, EntityTooSmall,
     │       InvalidPart, InvalidPartOrder, MetadataTooLarge, TooManyBuckets, RequestTimeout,
-    │       MissingContentLength (411), InvalidEncryptionAlgorithmError
+    │       MissingContentLength (411), InvalidEncryptionAlgorithmError, InvalidStorageClass
     ├── 403 AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch,
     │       RequestTimeTooSkewed, ExpiredToken
     ├── 404 NoSuchBucket, NoSuchKey, NoSuchUpload
     ├── 405 MethodNotAllowed
-    ├── 409 BucketAlreadyOwnedByYou, BucketNotEmpty, OperationAborted
+    ├── 409 BucketAlreadyOwnedByYou, BucketNotEmpty, OperationAborted,
+    │       ConditionalRequestConflict
     ├── 412 PreconditionFailed
     ├── 416 InvalidRange
     ├── 500 InternalError
@@ -88,6 +89,9 @@ MetadataTooLarge = _err(
 TooManyBuckets = _err(
     "TooManyBuckets", 400, "You have attempted to create more buckets than allowed."
 )
+InvalidStorageClass = _err(
+    "InvalidStorageClass", 400, "The storage class you specified is not valid"
+)
 InvalidEncryptionAlgorithmError = _err(
     "InvalidEncryptionAlgorithmError", 400, "The encryption request you specified is not valid."
 )
@@ -131,6 +135,11 @@ OperationAborted = _err(
     409,
     "A conflicting conditional operation is currently in progress against this resource.",
 )
+ConditionalRequestConflict = _err(
+    "ConditionalRequestConflict",
+    409,
+    "The conditional request cannot succeed due to a conflicting operation against this resource.",
+)
 PreconditionFailed = _err(
     "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold"
 )
@@ -172,4 +181,6 @@ def from_internal(exc: BaseException) -> S3Error:
         )
     if isinstance(exc, DigestMismatch):
         return BadDigest()
+    if isinstance(exc, objerr.LockConflict):
+        return ConditionalRequestConflict()
     return InternalError()

@@ -19,15 +19,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from cluster.get import ReadHandle
 from cluster.meta import ObjectMeta
-from cluster.put import PutRequest
-from node.s3 import xml
+from cluster.put import Condition, PutRequest
+from node.s3 import usermeta, xml
 from node.s3.buckets import read_small_body, xml_response
 from node.s3.context import S3Request, body_chunks
 from node.s3.errors import (
     EntityTooLarge,
     IncompleteBody,
-    MetadataTooLarge,
+    InvalidArgument,
     MissingContentLength,
+    NoSuchKey,
+    NotImplementedError_,
     PreconditionFailed,
     S3Error,
     from_internal,
@@ -46,7 +48,6 @@ STORED_HEADERS = (
     "content-language",
     "expires",
 )
-MAX_USER_META = 2048
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",
     "response-content-language": "Content-Language",
@@ -58,18 +59,12 @@ RESPONSE_OVERRIDES = {
 
 
 # -- PUT ----------------------------------------------------------------------------------
-def _user_meta(req: S3Request) -> dict[str, str]:
-    user = {
-        name[len("x-amz-meta-") :].lower(): value
-        for name, value in req.http.headers.items()
-        if name.lower().startswith("x-amz-meta-")
-    }
-    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_META:
-        raise MetadataTooLarge(f"User metadata is limited to {MAX_USER_META} bytes.")
-    return user
-
-
-async def _decoded_body(req: S3Request, decoder: BodyDecoder) -> AsyncIterator[bytes | memoryview]:
+async def _decoded_body(
+    req: S3Request, decoder: BodyDecoder, stored: dict[str, str]
+) -> AsyncIterator[bytes | memoryview]:
+    """The verified object bytes. Once the body is whole and verified (before the object
+    layer commits, which it does only after the last piece), the checksums the client sent
+    join the headers stored with the version, `stored`, so GET can return them."""
     try:
         async for raw in body_chunks(req):
             for piece in decoder.feed(raw):
@@ -77,6 +72,45 @@ async def _decoded_body(req: S3Request, decoder: BodyDecoder) -> AsyncIterator[b
     except (HttpProcessingError, ConnectionError) as exc:
         raise IncompleteBody(f"The request body ended early: {exc}") from exc
     decoder.finish()
+    stored.update(checksum_headers(decoder.checksums))
+
+
+def checksum_headers(found: dict[str, str]) -> dict[str, str]:
+    """{x-amz-checksum-<alg>: value} for storing; a whole-object checksum is FULL_OBJECT."""
+    out = {f"x-amz-checksum-{alg.lower()}": value for alg, value in found.items()}
+    if out:
+        out["x-amz-checksum-type"] = "FULL_OBJECT"
+    return out
+
+
+def _etag_list(header: str) -> list[str]:
+    return [t.strip().removeprefix("W/").strip('"') for t in header.split(",") if t.strip()]
+
+
+def write_condition(
+    if_match: str | None, if_none_match: str | None, what: str = "If-None-Match"
+) -> Condition | None:
+    """If-Match / If-None-Match of a write (PUT, copy destination), as AWS: If-None-Match
+    takes only '*' (412 when the key exists), If-Match an ETag list or '*' (404 NoSuchKey
+    when the key is absent, 412 when no tag matches)."""
+    if if_match is None and if_none_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise NotImplementedError_(
+            f"{what} on a write supports only '*' (create only if absent).", Header=what
+        )
+
+    def check(current: ObjectMeta | None) -> None:
+        if if_none_match is not None and current is not None:
+            raise PreconditionFailed(Condition="If-None-Match")
+        if if_match is not None:
+            if current is None:
+                raise NoSuchKey()
+            tags = _etag_list(if_match)
+            if "*" not in tags and current.etag not in tags:
+                raise PreconditionFailed(Condition="If-Match")
+
+    return check
 
 
 async def put_object(req: S3Request) -> web.Response:
@@ -85,6 +119,8 @@ async def put_object(req: S3Request) -> web.Response:
     decoder = BodyDecoder(req.auth, req.http.headers)
     size = decoder.content_length
     if size is None:
+        # Transfer-Encoding: chunked without a length (curl -T -): the inline/striped choice
+        # and the size limit are made before the body is read, so the length is required
         raise MissingContentLength()
     if size > req.services.max_object_size:
         raise EntityTooLarge(f"Objects are limited to {req.services.max_object_size} bytes.")
@@ -101,17 +137,28 @@ async def put_object(req: S3Request) -> web.Response:
         key=req.key,
         size=size,
         content_type=req.http.headers.get("Content-Type", "binary/octet-stream"),
-        user=_user_meta(req),
+        user=usermeta.parse(req.http.headers),
         headers=headers,
         content_md5=content_md5(req.http.headers),
+        condition=write_condition(
+            req.http.headers.get("If-Match"), req.http.headers.get("If-None-Match")
+        ),
     )
     await req.layer.precheck_bucket(req.bucket)
-    meta = await req.layer.put_object(put, _decoded_body(req, decoder))
-    return web.Response(status=200, headers={"ETag": f'"{meta.etag}"'})
+    meta = await req.layer.put_object(put, _decoded_body(req, decoder, put.headers))
+    reply = {"ETag": f'"{meta.etag}"'}
+    reply.update(_checksum_reply(meta))
+    return web.Response(status=200, headers=reply)
+
+
+def _checksum_reply(meta: ObjectMeta) -> dict[str, str]:
+    return {n: v for n, v in meta.headers.items() if n.startswith("x-amz-checksum-")}
 
 
 # -- GET / HEAD ---------------------------------------------------------------------------
-def _object_headers(meta: ObjectMeta) -> dict[str, str]:
+def _object_headers(meta: ObjectMeta, checksums: bool = False) -> dict[str, str]:
+    """The stored object's response headers; its checksums only when asked for them
+    (x-amz-checksum-mode: ENABLED), as AWS."""
     headers = {
         "ETag": f'"{meta.etag}"',
         "Last-Modified": xml.http_date(meta.mtime),
@@ -119,10 +166,23 @@ def _object_headers(meta: ObjectMeta) -> dict[str, str]:
         "Accept-Ranges": "bytes",
     }
     for name, value in meta.headers.items():
-        headers[name.title()] = value
+        if name.startswith("x-amz-checksum-"):
+            if checksums:
+                headers[name] = value
+        else:
+            headers[name.title()] = value
     for name, value in meta.user.items():
-        headers[f"x-amz-meta-{name}"] = value
+        headers[f"x-amz-meta-{name}"] = usermeta.encode_value(value)
     return headers
+
+
+def _wants_checksums(req: S3Request) -> bool:
+    """Checksums describe the whole object: a ranged read gets none (as AWS), since a client
+    would check the part it got against them and fail."""
+    return (
+        req.http.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+        and "Range" not in req.http.headers
+    )
 
 
 def _parse_http_date(value: str) -> int | None:
@@ -135,25 +195,43 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or any(t.strip('"') == etag for t in tags)
 
 
-def _check_conditions(req: S3Request, meta: ObjectMeta) -> int | None:
-    """304 or 412 per RFC 9110 / S3's reading of the conditional headers, else None."""
-    h = req.http.headers
+def read_condition(
+    meta: ObjectMeta,
+    if_match: str | None,
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    if_unmodified_since: str | None,
+) -> int | None:
+    """304 or 412 per RFC 9110 / S3's reading of the conditional headers, else None: a
+    true If-Match overrides a false If-Unmodified-Since, and a present If-None-Match
+    makes If-Modified-Since irrelevant, as AWS does."""
     modified = meta.mtime // 1_000_000_000
-    if (v := h.get("If-Match")) is not None:
-        if not _etag_matches(v, meta.etag):
+    if if_match is not None:
+        if not _etag_matches(if_match, meta.etag):
             return 412
-    elif (v := h.get("If-Unmodified-Since")) is not None:
-        since = _parse_http_date(v)
+    elif if_unmodified_since is not None:
+        since = _parse_http_date(if_unmodified_since)
         if since is not None and modified > since:
             return 412
-    if (v := h.get("If-None-Match")) is not None:
-        if _etag_matches(v, meta.etag):
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, meta.etag):
             return 304
-    elif (v := h.get("If-Modified-Since")) is not None:
-        since = _parse_http_date(v)
+    elif if_modified_since is not None:
+        since = _parse_http_date(if_modified_since)
         if since is not None and modified <= since:
             return 304
     return None
+
+
+def _check_conditions(req: S3Request, meta: ObjectMeta) -> int | None:
+    h = req.http.headers
+    return read_condition(
+        meta,
+        h.get("If-Match"),
+        h.get("If-None-Match"),
+        h.get("If-Modified-Since"),
+        h.get("If-Unmodified-Since"),
+    )
 
 
 async def _open(req: S3Request) -> ReadHandle:
@@ -184,7 +262,7 @@ async def head_object(req: S3Request) -> web.StreamResponse:
     except _NotModified as nm:
         return _not_modified(nm.meta)
     meta = handle.meta
-    headers = _object_headers(meta)
+    headers = _object_headers(meta, _wants_checksums(req))
     status, length = 200, meta.size
     rng = req.http.headers.get("Range")
     if rng and (span := parse_range(rng, meta.size)) is not None:
@@ -200,7 +278,7 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     except _NotModified as nm:
         return _not_modified(nm.meta)
     meta = handle.meta
-    headers = _object_headers(meta)
+    headers = _object_headers(meta, _wants_checksums(req))
     for param, header in RESPONSE_OVERRIDES.items():
         if param in req.query:
             headers[header] = req.query[param]
@@ -258,23 +336,91 @@ async def get_object(req: S3Request) -> web.StreamResponse:
 
 
 # -- DELETE -------------------------------------------------------------------------------
+def _parse_time(value: str, name: str) -> tuple[int, int]:
+    """An HTTP date or an ISO 8601 time -> (ms since the epoch, precision in ms)."""
+    from datetime import datetime
+
+    text = value.strip()
+    if (seconds := _parse_http_date(text)) is not None:
+        return seconds * 1000, 1000
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(f"{name} is not a valid time: {value!r}", ArgumentName=name) from None
+    if when.tzinfo is None:
+        raise InvalidArgument(f"{name} needs a time zone: {value!r}", ArgumentName=name)
+    ms = int(when.timestamp() * 1000)
+    return ms, 1 if when.microsecond else 1000
+
+
+def _parse_size(value: str, name: str) -> int:
+    text = value.strip()
+    if not text.isdigit() or not text.isascii():
+        raise InvalidArgument(f"{name} must be a non-negative integer.", ArgumentName=name)
+    return int(text)
+
+
+def delete_condition(
+    etag: str | None, size: str | None, modified: str | None, *, names: tuple[str, str, str]
+) -> Condition | None:
+    """If-Match, x-amz-if-match-size and x-amz-if-match-last-modified-time of a delete (or
+    ETag, Size and LastModifiedTime of a DeleteObjects entry), as AWS: each must hold for the
+    current version (412 otherwise); If-Match also needs the key to exist ('*' asks only
+    that), while size and time alone let a missing key delete as a no-op (204)."""
+    if etag is None and size is None and modified is None:
+        return None
+    want_size = _parse_size(size, names[1]) if size is not None else None
+    want_time = _parse_time(modified, names[2]) if modified is not None else None
+
+    def check(current: ObjectMeta | None) -> None:
+        if current is None:
+            if etag is not None:
+                raise PreconditionFailed(Condition=names[0])
+            return
+        if etag is not None:
+            tags = _etag_list(etag)
+            if "*" not in tags and current.etag not in tags:
+                raise PreconditionFailed(Condition=names[0])
+        if want_size is not None and current.size != want_size:
+            raise PreconditionFailed(Condition=names[1])
+        if want_time is not None:
+            ms, precision = want_time
+            if current.mtime // 1_000_000 // precision != ms // precision:
+                raise PreconditionFailed(Condition=names[2])
+
+    return check
+
+
+_DELETE_HEADERS = ("If-Match", "x-amz-if-match-size", "x-amz-if-match-last-modified-time")
+_ENTRY_FIELDS = ("ETag", "Size", "LastModifiedTime")
+
+
 async def delete_object(req: S3Request) -> web.Response:
     check_key(req.key)
-    await req.layer.delete_object(req.bucket, req.key)
+    h = req.http.headers
+    condition = delete_condition(*(h.get(n) for n in _DELETE_HEADERS), names=_DELETE_HEADERS)
+    await req.layer.delete_object(req.bucket, req.key, condition=condition)
     return web.Response(status=204)
 
 
 async def delete_objects(req: S3Request) -> web.Response:
     body = await read_small_body(req)
-    keys, quiet = xml.parse_delete(body)
+    entries, quiet = xml.parse_delete(body)
     await req.layer.require_bucket(req.bucket)
-    valid, failed = [], []
-    for key in keys:
+    valid, conditions, failed = [], [], []
+    for entry in entries:
+        key = entry["Key"]
         try:
-            valid.append(check_key(key))
+            check_key(key)
+            if entry.get("VersionId", "null") != "null":
+                raise InvalidArgument("Invalid version id specified", ArgumentName="VersionId")
+            conditions.append(
+                delete_condition(*(entry.get(f) for f in _ENTRY_FIELDS), names=_ENTRY_FIELDS)
+            )
+            valid.append(key)
         except S3Error as exc:
             failed.append((key, exc.code, exc.message))
-    outcomes = await req.layer.delete_objects(req.bucket, valid)
+    outcomes = await req.layer.delete_objects(req.bucket, valid, conditions=conditions)
     deleted = []
     for key, exc in zip(valid, outcomes, strict=True):
         if exc is None:

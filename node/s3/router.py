@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from node.logs import log_request
-from node.s3 import buckets, objects, xml
+from node.s3 import buckets, copy, objects, semantics, xml
 from node.s3.context import S3Request, S3Services, split_query, split_target
 from node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
 from node.s3.sigv4 import RequestView, verify_request
@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
 
-# Subresources we recognise; a request naming one we do not serve gets 501, not a
-# silently wrong answer (e.g. PUT ?acl must not overwrite an object).
+# Subresources that pick a handler; a request naming one we do not serve gets 501, not a
+# silently wrong answer (e.g. PUT ?acl must not overwrite an object). What every header and
+# parameter means is decided by the one table, node/s3/semantics.py, screened below.
 BUCKET_SUBRESOURCES = (
     "delete",
     "location",
@@ -64,7 +65,6 @@ OBJECT_SUBRESOURCES = (
     "restore",
     "select",
     "attributes",
-    "versionId",
 )
 
 SERVICE: dict[str, Handler] = {"GET": buckets.list_buckets}
@@ -98,6 +98,7 @@ OP_NAMES: dict[Handler, str] = {
     objects.get_object: "GetObject",
     objects.head_object: "HeadObject",
     objects.delete_object: "DeleteObject",
+    copy.copy_object: "CopyObject",
 }
 
 
@@ -108,7 +109,9 @@ def _subresource(query: dict[str, str], known: tuple[str, ...]) -> str:
     return ""
 
 
-def pick_handler(method: str, bucket: str, key: str, query: dict[str, str]) -> Handler:
+def pick_handler(
+    method: str, bucket: str, key: str, query: dict[str, str], headers: Mapping[str, str]
+) -> Handler:
     if not bucket:
         handler = SERVICE.get(method)
         if handler is None:
@@ -117,6 +120,8 @@ def pick_handler(method: str, bucket: str, key: str, query: dict[str, str]) -> H
     table, known = (OBJECT, OBJECT_SUBRESOURCES) if key else (BUCKET, BUCKET_SUBRESOURCES)
     sub = _subresource(query, known)
     handler = table.get((method, sub))
+    if handler is objects.put_object and "x-amz-copy-source" in headers:
+        return copy.copy_object
     if handler is not None:
         return handler
     if sub or any(m == method for m, _ in table):
@@ -191,8 +196,10 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             req.auth = verify_request(
                 view, services.lookup_secret, now=time.time(), region=services.region
             )
-            handler = pick_handler(request.method, bucket, key, query)
+            handler = pick_handler(request.method, bucket, key, query, request.headers)
             op = request["s3_op"] = OP_NAMES.get(handler, handler.__name__)
+            # before any handler: what we would not honor exactly is refused here
+            semantics.screen(op, request.headers, query, owner_id=services.owner_id)
             response = await handler(req)
         except Exception as exc:
             err = from_internal(exc)

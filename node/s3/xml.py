@@ -41,10 +41,23 @@ def document(root: str, parts: Iterable[str]) -> bytes:
     return (HEAD + f'<{root} xmlns="{NS}">' + "".join(parts) + f"</{root}>").encode()
 
 
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_safe(text: str) -> str:
+    """Characters XML 1.0 cannot carry at all (NUL, most C0 controls, lone surrogates) as
+    percent escapes, so an error naming a key with them stays a parseable document."""
+    if not _XML_ILLEGAL.search(text):
+        return text
+    return _XML_ILLEGAL.sub(
+        lambda m: "".join(f"%{b:02X}" for b in m[0].encode("utf-8", "surrogatepass")), text
+    )
+
+
 def error(code: str, message: str, resource: str, request_id: str, extra: dict[str, str]) -> bytes:
-    body = [el("Code", code), el("Message", message)]
-    body += [el(k, v) for k, v in extra.items()]
-    body += [el("Resource", resource), el("RequestId", request_id)]
+    body = [el("Code", code), el("Message", xml_safe(message))]
+    body += [el(k, xml_safe(v)) for k, v in extra.items()]
+    body += [el("Resource", xml_safe(resource)), el("RequestId", request_id)]
     return (HEAD + "<Error>" + "".join(body) + "</Error>").encode()
 
 
@@ -87,19 +100,31 @@ def child_text(element: ET.Element, name: str) -> str | None:
     return (found[0].text or "") if found else None
 
 
-def parse_delete(body: bytes) -> tuple[list[str], bool]:
-    """<Delete> -> (keys, quiet)."""
+DELETE_ENTRY_FIELDS = ("Key", "VersionId", "ETag", "LastModifiedTime", "Size")
+
+
+def parse_delete(body: bytes) -> tuple[list[dict[str, str]], bool]:
+    """<Delete> -> ([{Key, and VersionId / ETag / LastModifiedTime / Size when given}], quiet).
+    An element we do not know is refused: it might be a condition we would ignore."""
     root = parse(body, "Delete")
-    keys = []
+    entries = []
+    for child in root:
+        if _local(child.tag) not in ("Object", "Quiet"):
+            raise MalformedXML(f"Unknown element {_local(child.tag)!r} in Delete.")
     for obj in children(root, "Object"):
-        key = child_text(obj, "Key")
-        if key is None:
+        entry = {}
+        for field in obj:
+            name = _local(field.tag)
+            if name not in DELETE_ENTRY_FIELDS or name in entry:
+                raise MalformedXML(f"Unexpected element {name!r} in a Delete Object.")
+            entry[name] = field.text or ""
+        if "Key" not in entry:
             raise MalformedXML("Every Object needs a Key.")
-        keys.append(key)
-    if not keys or len(keys) > 1000:
+        entries.append(entry)
+    if not entries or len(entries) > 1000:
         raise MalformedXML("A Delete request lists between 1 and 1000 objects.")
     quiet = (child_text(root, "Quiet") or "").strip().lower() == "true"
-    return keys, quiet
+    return entries, quiet
 
 
 def delete_result(deleted: list[str], failed: list[tuple[str, str, str]]) -> bytes:

@@ -1,0 +1,176 @@
+"""CopyObject: the source's bytes streamed through the erasure code into a new version.
+
+A copy is a PUT whose body is another object's GET: the same stripe pipeline, the same
+crash safety (a new version directory, committed only once a write quorum has it), the same
+bounded memory. Nothing is copied shard to shard, because the destination may live in
+another set, and a version is never shared between keys.
+
+A long copy keeps its connection alive the way AWS does: once it has run a few seconds the
+200 status goes out and a space follows every few seconds until the result is known; the
+body then ends with the CopyObjectResult, or with an <Error> document (a 200 carrying an
+error, which the SDKs check for on CopyObject).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from cluster.get import ReadHandle
+from cluster.meta import ObjectMeta
+from cluster.put import PutRequest
+from node.s3 import usermeta, xml
+from node.s3.buckets import xml_response
+from node.s3.context import S3Request
+from node.s3.errors import (
+    InvalidArgument,
+    InvalidRequest,
+    PreconditionFailed,
+    from_internal,
+)
+from node.s3.names import check_bucket_name, check_key
+from node.s3.objects import STORED_HEADERS, read_condition, write_condition
+
+log = logging.getLogger(__name__)
+
+MAX_COPY_SOURCE = 5 << 30  # CopyObject's limit; larger sources need UploadPartCopy
+FIRST_WAIT = 2.0  # a copy done within this answers plainly
+KEEPALIVE = 5.0  # then a space every so often until it is done
+
+
+def parse_copy_source(value: str) -> tuple[str, str]:
+    """'/bucket/key[?versionId=null]' (URL-encoded, leading slash optional) -> (bucket, key)."""
+    path, _, query = value.partition("?")
+    if query:
+        name, _, version = query.partition("=")
+        if name != "versionId":
+            raise InvalidArgument("Unsupported copy source parameter.", ArgumentName=name)
+        if unquote(version) != "null":
+            raise InvalidArgument("Invalid version id specified", ArgumentName="versionId")
+    path = unquote(path).removeprefix("/")
+    bucket, _, key = path.partition("/")
+    if not bucket or not key or bucket.startswith("arn:"):
+        raise InvalidArgument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
+            ArgumentName="x-amz-copy-source",
+        )
+    return check_bucket_name(bucket), check_key(key)
+
+
+def _source_condition(req: S3Request, meta: ObjectMeta) -> None:
+    h = req.http.headers
+    status = read_condition(
+        meta,
+        h.get("x-amz-copy-source-if-match"),
+        h.get("x-amz-copy-source-if-none-match"),
+        h.get("x-amz-copy-source-if-modified-since"),
+        h.get("x-amz-copy-source-if-unmodified-since"),
+    )
+    if status is not None:  # for a copy, "not modified" is a failed precondition too
+        raise PreconditionFailed(Condition="x-amz-copy-source-If-*")
+
+
+def _destination(req: S3Request, source: ObjectMeta, same_key: bool) -> PutRequest:
+    h = req.http.headers
+    directive = h.get("x-amz-metadata-directive", "COPY").strip().upper()
+    if same_key and directive != "REPLACE":
+        raise InvalidRequest(
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata, storage class, website redirect location "
+            "or encryption attributes."
+        )
+    checksums = {n: v for n, v in source.headers.items() if n.startswith("x-amz-checksum-")}
+    if directive == "REPLACE":
+        content_type = h.get("Content-Type", "binary/octet-stream")
+        user = usermeta.parse(h)
+        headers = {n: v for n in STORED_HEADERS if (v := h.get(n)) is not None}
+    else:  # COPY, as AWS: the source's metadata, whatever else the request carries
+        content_type, user, headers = source.content_type, dict(source.user), {}
+        headers.update((n, v) for n, v in source.headers.items() if n not in checksums)
+    headers.update(checksums)  # the bytes are the source's: so are their checksums
+    return PutRequest(
+        bucket=req.bucket,
+        key=req.key,
+        size=source.size,
+        content_type=content_type,
+        user=user,
+        headers=headers,
+        condition=write_condition(h.get("If-Match"), h.get("If-None-Match")),
+    )
+
+
+async def _copy(req: S3Request, handle: ReadHandle, put: PutRequest) -> ObjectMeta:
+    source = req.layer.read_object(handle, 0, handle.meta.size)
+
+    async def body() -> AsyncIterator[bytes | memoryview]:
+        async with contextlib.aclosing(source):
+            async for piece in source:
+                yield piece
+
+    return await req.layer.put_object(put, body())
+
+
+def _result(meta: ObjectMeta) -> bytes:
+    parts = [xml.el("LastModified", xml.iso8601(meta.mtime))]
+    parts.append(f"<ETag>&quot;{meta.etag}&quot;</ETag>")
+    for name, value in meta.headers.items():
+        if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type":
+            parts.append(xml.el("Checksum" + name.removeprefix("x-amz-checksum-").upper(), value))
+    return xml.document("CopyObjectResult", parts)
+
+
+async def copy_object(req: S3Request) -> web.StreamResponse:
+    check_key(req.key)
+    if req.http.content_length or req.http.headers.get("Transfer-Encoding"):
+        raise InvalidRequest("A CopyObject request carries no body.")
+    src_bucket, src_key = parse_copy_source(req.http.headers["x-amz-copy-source"])
+    await req.layer.precheck_bucket(req.bucket)
+    handle = await req.layer.open_object(src_bucket, src_key)
+    _source_condition(req, handle.meta)
+    if handle.meta.size > MAX_COPY_SOURCE:
+        raise InvalidRequest(
+            "The specified copy source is larger than the maximum allowable size for a copy "
+            f"source: {MAX_COPY_SOURCE}"
+        )
+    put = _destination(req, handle.meta, (src_bucket, src_key) == (req.bucket, req.key))
+    task = asyncio.ensure_future(_copy(req, handle, put))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=FIRST_WAIT)
+        if done:
+            return xml_response(_result(task.result()))
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "application/xml",
+                "x-amz-request-id": req.request_id,
+                "x-amz-id-2": req.request_id,
+            },
+        )
+        await response.prepare(req.http)
+        await response.write(xml.HEAD.encode())
+        while not task.done():
+            await asyncio.wait({task}, timeout=KEEPALIVE)
+            if not task.done():
+                await response.write(b" ")
+        try:
+            body = _result(task.result()).removeprefix(xml.HEAD.encode())
+        except Exception as exc:  # the status is gone: the error goes in the body, as AWS
+            err = from_internal(exc)
+            req.http["s3_cut"] = (err.status, 0)
+            log.warning("request %s: copy to %s failed: %s", req.request_id, req.resource, exc)
+            body = xml.error(err.code, err.message, req.resource, req.request_id, err.extra)
+            body = body.removeprefix(xml.HEAD.encode())
+        await response.write(body)
+        await response.write_eof()
+        return response
+    finally:
+        if not task.done():
+            # the client left while we wrote keep-alive spaces: the copy still runs to its
+            # end (stopping it mid-commit would leave a version below quorum on some drives)
+            with contextlib.suppress(BaseException):
+                await task
