@@ -21,7 +21,6 @@ from cluster.errors import (
     NoSuchBucket,
     NoSuchKey,
     ReadQuorumLost,
-    WriteQuorumLost,
 )
 from cluster.get import Chunk, Getter, ReadHandle
 from cluster.hlc import HybridClock
@@ -30,7 +29,7 @@ from cluster.listing import PAST, ListPage, list_objects
 from cluster.meta import ObjectMeta
 from cluster.placement import set_index
 from cluster.put import Body, Condition, PutRequest, Putter
-from cluster.quorum import fan_out
+from cluster.quorum import fan_out, reach_quorum
 
 log = logging.getLogger(__name__)
 
@@ -164,17 +163,14 @@ class ObjectLayer:
         self._check_writable()
         created = self.clock.now()
         for eset in self.active_sets:
-            ok, errors = await fan_out(
+            ok, _ = await reach_quorum(
                 [(lambda d=d: d.make_bucket(bucket, created)) for d in eset.drives],
-                timeout=eset.timeouts.meta,
                 need=eset.write_quorum,
+                timeout=eset.timeouts.meta,
                 grace=eset.timeouts.meta_grace,
+                what="make bucket",
+                counts=(VolumeExists,),
             )
-            exists = sum(isinstance(e, VolumeExists) for e in errors.values())
-            if len(ok) + exists < eset.write_quorum:
-                raise WriteQuorumLost(
-                    "make bucket", eset.write_quorum, len(ok), len(eset.drives), errors
-                )
             if not ok:
                 raise BucketExists(bucket)
 
@@ -213,16 +209,14 @@ class ObjectLayer:
 
     async def list_buckets(self) -> dict[str, int]:
         eset = self.sets[0]
-        ok, errors = await fan_out(
+        ok, _ = await reach_quorum(
             [d.list_buckets for d in eset.drives],
+            need=eset.read_quorum,
             timeout=eset.timeouts.meta,
-            need=eset.write_quorum,
             grace=eset.timeouts.meta_grace,
+            what="list buckets",
+            write=False,
         )
-        if len(ok) < eset.read_quorum:
-            raise ReadQuorumLost(
-                "list buckets", eset.read_quorum, len(ok), len(eset.drives), errors
-            )
         seen: dict[str, list[int]] = {}
         for buckets in ok.values():
             for name, created in buckets.items():
@@ -239,17 +233,15 @@ class ObjectLayer:
         if page.objects or page.prefixes:
             raise BucketNotEmpty(bucket)
         for i, eset in enumerate(self.active_sets):
-            ok, errors = await fan_out(
+            ok, errors = await reach_quorum(
                 [(lambda d=d: d.delete_bucket(bucket, force=True)) for d in eset.drives],
-                timeout=eset.timeouts.meta,
                 need=eset.write_quorum,
+                timeout=eset.timeouts.meta,
                 grace=eset.timeouts.meta_grace,
+                what="delete bucket",
+                counts=(VolumeNotFound,),
             )
             gone = sum(isinstance(e, VolumeNotFound) for e in errors.values())
-            if len(ok) + gone < eset.write_quorum:
-                raise WriteQuorumLost(
-                    "delete bucket", eset.write_quorum, len(ok), len(eset.drives), errors
-                )
             if i == 0 and not ok and gone >= eset.read_quorum:
                 raise NoSuchBucket(bucket)
 
@@ -319,20 +311,20 @@ class ObjectLayer:
     async def _delete_in(
         self, eset: ErasureSet, bucket: str, key: str, vid: str | None = None
     ) -> None:
-        ok, errors = await fan_out(
+        def no_bucket(errors: dict[int, BaseException]) -> None:
+            if sum(isinstance(e, VolumeNotFound) for e in errors.values()) >= eset.read_quorum:
+                raise NoSuchBucket(bucket)
+
+        _, errors = await reach_quorum(
             [(lambda d=d: d.delete(bucket, key, vid=vid)) for d in eset.drives],
-            timeout=eset.timeouts.meta,
             need=eset.write_quorum,
+            timeout=eset.timeouts.meta,
             grace=eset.timeouts.meta_grace,
+            what="delete",
+            counts=(FileNotFound,),
+            on_short=no_bucket,
         )
-        no_bucket = sum(isinstance(e, VolumeNotFound) for e in errors.values())
-        if no_bucket >= eset.read_quorum:
-            raise NoSuchBucket(bucket)
-        absent = sum(isinstance(e, FileNotFound) for e in errors.values())
-        if len(ok) + absent < eset.write_quorum:
-            raise WriteQuorumLost(
-                "delete", eset.write_quorum, len(ok) + absent, len(eset.drives), errors
-            )
+        no_bucket(errors)  # a quorum of "no such key" on drives that lost the bucket
 
     async def delete_objects(
         self,

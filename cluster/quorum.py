@@ -75,3 +75,36 @@ async def fan_out(
         else:
             results[i] = task.result()
     return results, errors
+
+
+async def reach_quorum(
+    calls: Sequence[Callable[[], Awaitable[T]] | None],
+    *,
+    need: int,
+    timeout: float,
+    what: str,
+    grace: float = 0.0,
+    write: bool = True,
+    counts: tuple[type[BaseException], ...] = (),
+    on_short: Callable[[dict[int, BaseException]], None] | None = None,
+) -> tuple[dict[int, T], dict[int, BaseException]]:
+    """`fan_out`, then the count every multi-drive call makes: returns (results, errors)
+    when at least `need` drives succeeded, or failed with one of `counts` (errors that
+    mean "already so": VolumeExists for a create, FileNotFound for a delete); otherwise
+    raises WriteQuorumLost (ReadQuorumLost when not `write`) naming every drive's error.
+    `on_short`, given the errors, may raise a more precise error first (NoSuchBucket when
+    enough drives say the bucket is gone)."""
+    from cluster.errors import ReadQuorumLost, WriteQuorumLost
+
+    results, errors = await fan_out(calls, timeout=timeout, need=need, grace=grace)
+    got = (
+        len(results) + sum(isinstance(e, counts) for e in errors.values())
+        if counts
+        else len(results)
+    )
+    if got >= need:
+        return results, errors
+    if on_short is not None:
+        on_short(errors)
+    total = len(calls)
+    raise (WriteQuorumLost if write else ReadQuorumLost)(what, need, got, total, errors)

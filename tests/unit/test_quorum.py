@@ -39,3 +39,52 @@ async def test_timeout_and_grace():
     assert len(ok) == 3 and isinstance(errors[3], CallTimeout)
     ok, errors = await fan_out(calls, timeout=0.05)
     assert isinstance(errors[3], CallTimeout)
+
+
+class Gone(Exception):
+    pass
+
+
+def failing(exc: BaseException):
+    async def call():
+        raise exc
+
+    return call
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_reach_quorum_returns_at_quorum_or_raises_naming_every_drive(seed):
+    from cluster.errors import ReadQuorumLost, WriteQuorumLost
+    from cluster.quorum import reach_quorum
+
+    rng = random.Random(seed)
+    kinds = [rng.choice(["ok", "err", "gone"]) for _ in range(5)]
+    calls = [
+        outcome("ok") if k == "ok" else failing(Gone()) if k == "gone" else outcome("err")
+        for k in kinds
+    ]
+    need = rng.randint(1, 5)
+    counted = kinds.count("ok") + kinds.count("gone")
+    write = rng.random() < 0.5
+    if counted >= need:
+        ok, errors = await reach_quorum(
+            calls, need=need, timeout=5, what="t", counts=(Gone,), write=write
+        )
+        assert len(ok) + sum(isinstance(e, Gone) for e in errors.values()) >= need
+    else:
+        with pytest.raises(WriteQuorumLost if write else ReadQuorumLost) as info:
+            await reach_quorum(calls, need=need, timeout=5, what="t", counts=(Gone,), write=write)
+        assert info.value.need == need and info.value.got == counted
+        assert sorted(info.value.errors) == [i for i, k in enumerate(kinds) if k != "ok"]
+
+
+async def test_reach_quorum_lets_a_precise_error_win():
+    from cluster.quorum import reach_quorum
+
+    def precise(errors):
+        raise LookupError(len(errors))
+
+    with pytest.raises(LookupError):
+        await reach_quorum(
+            [outcome("err"), outcome("err")], need=1, timeout=5, what="t", on_short=precise
+        )
