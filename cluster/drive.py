@@ -12,7 +12,8 @@ the object layer treats any of them as "this drive did not answer" and lets quor
     ├── VolumeExists      make_bucket of an existing bucket
     ├── VolumeNotEmpty    delete_bucket of a bucket that still holds objects
     ├── FileNotFound      no metadata for that key (or not that version)
-    └── ShardNotFound     metadata present but the shard data is missing
+    ├── ShardNotFound     metadata present but the shard data is missing
+    └── StaleVersion      commit of a version older than the key's current one (refused)
 
 Besides data, a drive keeps short per-key leases (`lock` / `unlock`, a `LeaseTable` in
 memory): cluster/keylock.py takes a key's lock on a majority of its set's drives so that a
@@ -66,6 +67,11 @@ class FileNotFound(DriveError):
 
 class ShardNotFound(DriveError):
     pass
+
+
+class StaleVersion(DriveError):
+    """A commit was refused: the drive holds a newer version of the key (ObjectMeta.order).
+    The drive is fine and up to date; the refused version left nothing behind."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from cluster.cpu import run_cpu
-from cluster.drive import DriveError, ShardWriter, VolumeNotFound
+from cluster.drive import DriveError, ShardWriter, StaleVersion, VolumeNotFound
 from cluster.erasure_set import ErasureSet
 from cluster.errors import NoSuchBucket, NoSuchKey, WriteQuorumLost
 from cluster.get import Getter
@@ -331,8 +331,11 @@ class Putter:
         done, errors = await fan_out(
             calls, timeout=t.meta, need=self.eset.write_quorum, grace=t.meta_grace
         )
-        if len(done) >= self.eset.write_quorum:
-            missed = [i for i in range(len(drives)) if i not in done]
+        # A drive that refused as StaleVersion already holds a newer version of the key: under
+        # last-writer-wins this write happened and was superseded there, so it counts
+        superseded = [i for i, e in errors.items() if isinstance(e, StaleVersion)]
+        if len(done) + len(superseded) >= self.eset.write_quorum:
+            missed = [i for i in range(len(drives)) if i not in done and i not in superseded]
             if missed:
                 self.on_partial(req.bucket, req.key, meta.vid, missed)
             return meta

@@ -11,7 +11,8 @@ A PUT never overwrites in place. Shards are written and fsynced under tmp/, the 
 directory is renamed into data/ (and its parent fsynced), then the metadata commit makes it
 current; the previous version's directory is removed only after that commit is durable. A
 crash at any point leaves the old or the new version, and start-up removes what no
-metadata references (`reconcile`).
+metadata references (`reconcile`). A commit never replaces a newer version with an older
+one (`ObjectMeta.order`): it is refused as StaleVersion and its directory removed.
 
 Any OSError or LMDB error makes the drive check itself: a missing root or format.json
 marks it offline for good (until restart); other errors are counted and reported as
@@ -44,6 +45,7 @@ from cluster.drive import (
     MetaRecord,
     ScanDigest,
     ShardNotFound,
+    StaleVersion,
     VolumeExists,
     VolumeNotEmpty,
     VolumeNotFound,
@@ -276,6 +278,21 @@ class LocalDrive:
 
     # -- metadata -----------------------------------------------------------------------
     async def commit(self, bucket: str, key: str, meta: ObjectMeta, inline: bytes | None) -> None:
+        """Makes `meta` the key's current version unless the drive holds a newer one.
+
+        Inside the index transaction the incoming version's `order` (HLC stamp, vid) is
+        compared with the current record's: older -> StaleVersion, the current version
+        stays and the incoming one's installed data directory is removed (nothing of it
+        stays visible or on disk); newer -> it replaces the current one, whose data is
+        removed once the commit is durable; the same vid -> a retry (or a healer
+        rewriting shards of that version), which succeeds. So a healer writing an old
+        version back can never roll back a PUT that landed in the meantime.
+
+        Limit: a key with no record is accepted whatever the stamp, so a commit of an old
+        version arriving after a DELETE brings the key back. Refusing it needs a tombstone
+        that remembers the deleted version's order (or the delete's stamp); tombstones come
+        with the healing issue (see tests/integration/test_commit_order.py).
+        """
         vid = meta.vid
         ok = object_key(bucket, key)
         staged = self._tmp / vid
@@ -291,6 +308,12 @@ class LocalDrive:
                 if t.get(t.buckets, bucket.encode()) is None:
                     raise VolumeNotFound(bucket)
                 old = t.get(t.objects, ok)
+                old_meta = None if old is None else ObjectMeta.unpack(old)
+                if old_meta is not None and old_meta.vid != vid and old_meta.order > meta.order:
+                    raise StaleVersion(
+                        f"{bucket}/{key}: version {vid} (stamp {meta.mtime}) is older than "
+                        f"the current {old_meta.vid} (stamp {old_meta.mtime})"
+                    )
                 t.put(t.objects, ok, meta.pack())
                 if inline is not None:
                     t.put(t.inline, ok, inline)
@@ -299,28 +322,58 @@ class LocalDrive:
                 t.put(t.vids, vid.encode(), ok)
                 if is_long(ok, len(bucket_prefix(bucket))):
                     t.put(t.longkeys, ok, key.encode())
-                if old is not None:
-                    old_meta = ObjectMeta.unpack(old)
-                    if old_meta.vid != vid:
-                        self._retire(t, bucket, old_meta, old_dirs)
+                if old_meta is not None and old_meta.vid != vid:
+                    self._retire(t, bucket, old_meta, old_dirs)
 
             try:
                 await self._write(apply)
+            except asyncio.CancelledError:
+                # The group commit goes on in the index's thread and may still make this
+                # version current: its directory stays (an orphan for `remove_orphans` if
+                # the commit did not land), never a current version without its data.
+                raise
             except BaseException:
                 if not meta.inline:
-                    with contextlib.suppress(DriveError):
-                        await self._io(remove_tree, target)
+                    await self._drop_uncommitted(target)
                 raise
             if old_dirs:
                 await self._remove_retired(old_dirs)
         finally:
             self._inflight.discard(vid)
 
+    async def _drop_uncommitted(self, target: Path) -> None:
+        """Removes a version directory the commit installed but did not make current.
+
+        Never one the index references: a failed retry of the current version must not take
+        that version's data with it. If the index cannot be read the directory stays (an
+        orphan for `remove_orphans`, not a current version without its shards)."""
+
+        def drop() -> None:
+            if self.index.get(self.index.vids, target.name.encode()) is None:
+                remove_tree(target)
+
+        with contextlib.suppress(DriveError):
+            await self._io(drop)
+
     def _install(self, staged: Path, target: Path) -> None:
-        """Moves a staged version directory into data/, durably."""
+        """Moves a staged version directory into data/, durably.
+
+        A retry of a commit finds nothing staged and the version installed: nothing to do.
+        Shards staged again for an installed version (a healer rewriting a shard of it)
+        replace its files one by one, each rename atomic."""
+        if not staged.exists() and target.is_dir():
+            return
         fsync_dir(staged)
         makedirs_durable(target.parent)
-        os.rename(staged, target)
+        try:
+            os.rename(staged, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
+                raise
+            for part in staged.iterdir():
+                os.replace(part, target / part.name)
+            fsync_dir(target)
+            remove_tree(staged)
         fsync_dir(target.parent)
 
     def _retire(self, t: Txn, bucket: str, old: ObjectMeta, old_dirs: list[Path]) -> None:

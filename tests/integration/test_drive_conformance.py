@@ -1,0 +1,676 @@
+"""One Drive conformance suite, run against every Drive: a LocalDrive on a temp dir, a
+RemoteDrive over real QUIC on 127.0.0.1 (a server endpoint serving LocalDrives through
+drive_handlers), and a FaultyDrive(LocalDrive) with no fault armed.
+
+The checks are trio-style `check_*(make_drive)` functions: each takes a factory of fresh
+drives and uses only the Drive protocol, plus the directory of the LocalDrive behind it to
+see what is left on disk (every drive here is backed by one). After the suite, tests of
+FaultyDrive itself: each fault shows up as documented in cluster/faulty_drive.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cluster.drive import (
+    MAX_LOCK_TTL,
+    Drive,
+    DriveError,
+    DriveFull,
+    DriveIOError,
+    DriveOffline,
+    FileNotFound,
+    MetaRecord,
+    ShardNotFound,
+    StaleVersion,
+    VolumeExists,
+    VolumeNotEmpty,
+    VolumeNotFound,
+    scan_digest,
+)
+from cluster.drive_rpc import RemoteDrive, drive_handlers
+from cluster.faulty_drive import DRIVE_METHODS, METHODS, FaultyDrive
+from cluster.meta import ObjectMeta
+from erasure import ErasureParams
+from erasure.checksum import frame_header, verify_block
+from erasure.errors import BitrotError
+from node.storage.format import open_drives
+from tests.support.shards import staged_files, version_dirs
+from transport import Peer, RpcEndpoint, TransportConfig, create_ca, issue_node_cert
+
+pytestmark = pytest.mark.timeout(30)
+
+CONFIG = TransportConfig(auth_timeout=1.0, connect_timeout=5.0, idle_timeout=6.0)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(slots=True)
+class Subject:
+    drive: Drive
+    root: Path  # the directory of the LocalDrive behind the drive
+
+
+MakeDrive = Callable[[], Awaitable[Subject]]
+
+
+def meta(vid: str, mtime: int = 100, *, inline: bool = True, size: int = 5) -> ObjectMeta:
+    return ObjectMeta(
+        vid=vid,
+        mtime=mtime,
+        size=size,
+        etag="9" * 32,
+        k=1,
+        m=0,
+        stripe=1 << 20,
+        dist=[0],
+        inline=inline,
+        content_type="text/plain; charset=utf-8",
+        user={"colour": "blue", "note": "é"},
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+def vid_of(n: int) -> str:
+    return f"{n:032x}"
+
+
+async def stage(drive: Drive, bucket: str, vid: str, parts: dict[int, bytes]) -> None:
+    for part, body in parts.items():
+        writer = await drive.open_shard(bucket, vid, part)
+        cut = len(body) // 3
+        await writer.write([body[:cut], memoryview(body)[cut : 2 * cut]])
+        await writer.write([body[2 * cut :]])
+        await writer.finish()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """For effects that trail the call (a RemoteDrive's writer abort resets a stream; the
+    peer's handler cleans up when it sees the reset)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def dirs(s: Subject, bucket: str) -> list[str]:
+    return [p.name for p in version_dirs(s.root, bucket)]
+
+
+# -- the fixtures: one factory per kind of drive ---------------------------------------------
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    create_ca(root / "ca", "it")
+    return {
+        name: issue_node_cert(root / "ca", name, ["127.0.0.1"], root / name)
+        for name in ("drive-node", "client-node")
+    }
+
+
+@pytest.fixture
+async def local_factory(tmp_path):
+    """Fresh LocalDrives, each in its own directory (its own one-drive cluster)."""
+    pool = ThreadPoolExecutor(4)
+    made = []
+
+    def make():
+        (opened,) = open_drives([tmp_path / f"d{len(made)}"], ErasureParams(1, 0), pool)
+        made.append(opened.drives[0])
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+    pool.shutdown()
+
+
+@pytest.fixture(params=["local", "remote", "faulty"])
+async def make_drive(request, local_factory, pki):
+    kind = request.param
+    if kind == "local":
+
+        async def make_local() -> Subject:
+            d = local_factory()
+            return Subject(d, d.root)
+
+        yield make_local
+        return
+    if kind == "faulty":
+
+        async def make_faulty() -> Subject:
+            d = local_factory()
+            return Subject(FaultyDrive(d), d.root)
+
+        yield make_faulty
+        return
+    served: dict[str, Drive] = {}  # drive_handlers looks drives up per call
+    endpoints: list[RpcEndpoint] = []
+    try:
+        for name in ("drive-node", "client-node"):
+            ep = RpcEndpoint(node_id=name, tls=pki[name], host="127.0.0.1", port=0, config=CONFIG)
+            endpoints.append(ep)
+            await ep.start()
+        server, client = endpoints
+        for method, handler in drive_handlers(served).items():
+            server.register(method, handler)
+        peer = Peer("drive-node", "127.0.0.1", server.port)
+
+        async def make_remote() -> Subject:
+            d = local_factory()
+            served[d.drive_id] = d
+            remote = RemoteDrive(
+                client, peer, d.drive_id, str(d.root), is_alive=lambda _: True, timeout=5
+            )
+            return Subject(remote, d.root)
+
+        yield make_remote
+    finally:
+        for ep in endpoints:
+            await ep.close()
+
+
+# -- the checks ---------------------------------------------------------------------------------
+async def check_identity_and_info(make_drive: MakeDrive) -> None:
+    s = await make_drive()
+    d = s.drive
+    assert isinstance(d, Drive)
+    assert isinstance(d.drive_id, str) and d.drive_id
+    assert isinstance(d.endpoint, str) and d.endpoint
+    assert isinstance(d.is_local, bool)
+    assert d.online
+    info = await d.info()
+    assert info.drive_id == d.drive_id and info.endpoint == d.endpoint
+    assert info.online and info.total >= info.free > 0 and info.errors == 0
+
+
+async def check_buckets(make_drive: MakeDrive) -> None:
+    d = (s := await make_drive()).drive
+    assert await d.list_buckets() == {}
+    await d.make_bucket("b1", 11)
+    await d.make_bucket("b2", 22)
+    assert await d.list_buckets() == {"b1": 11, "b2": 22}
+    assert await d.bucket_exists("b1") and not await d.bucket_exists("nope")
+    with pytest.raises(VolumeExists):
+        await d.make_bucket("b1", 99)
+    assert (await d.list_buckets())["b1"] == 11  # a refused make changes nothing
+    with pytest.raises(VolumeNotFound):
+        await d.delete_bucket("nope")
+    await stage(d, "b1", vid_of(1), {1: b"shard"})
+    await d.commit("b1", "k", meta(vid_of(1), inline=False), None)
+    with pytest.raises(VolumeNotEmpty):
+        await d.delete_bucket("b1")
+    assert (await d.read_meta("b1", "k")).meta.vid == vid_of(1)
+    await d.delete_bucket("b1", force=True)  # with its objects and their data
+    assert not await d.bucket_exists("b1")
+    assert dirs(s, "b1") == []
+    with pytest.raises(VolumeNotFound):
+        await d.read_meta("b1", "k")
+    await d.delete_bucket("b2")
+    assert await d.list_buckets() == {}
+
+
+async def check_missing_bucket_errors(make_drive: MakeDrive) -> None:
+    d = (s := await make_drive()).drive
+    with pytest.raises(VolumeNotFound):
+        await d.read_meta("nope", "k")
+    with pytest.raises(VolumeNotFound):
+        await d.scan("nope", "", "", 10)
+    with pytest.raises(VolumeNotFound):
+        await d.scan_digest("nope", "", "", 10)
+    with pytest.raises(VolumeNotFound):
+        await d.delete("nope", "k")
+    with pytest.raises(VolumeNotFound):
+        await d.commit("nope", "k", meta(vid_of(1)), b"x")
+    await stage(d, "nope", vid_of(2), {1: b"shard"})
+    with pytest.raises(VolumeNotFound):
+        await d.commit("nope", "k", meta(vid_of(2), inline=False), None)
+    assert dirs(s, "nope") == [] and staged_files(s.root) == []  # the refused data is gone
+
+
+async def check_inline_commit_and_read_meta(make_drive: MakeDrive) -> None:
+    d = (await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    with pytest.raises(FileNotFound):
+        await d.read_meta("bkt", "k")
+    m = meta(vid_of(1))
+    await d.commit("bkt", "k", m, b"small")
+    rec = await d.read_meta("bkt", "k")
+    assert isinstance(rec, MetaRecord)
+    assert rec == MetaRecord(m, b"small")  # every field round-trips, user metadata too
+    with pytest.raises(FileNotFound):
+        await d.read_meta("bkt", "other")
+
+
+async def check_streamed_commit_and_read_shard(make_drive: MakeDrive) -> None:
+    d = (await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    rng = random.Random(5)
+    body = rng.randbytes((200 << 10) + 3)  # above the O_DIRECT threshold, not page-aligned
+    small = rng.randbytes(777)
+    vid = vid_of(1)
+    await stage(d, "bkt", vid, {1: body, 2: small})
+    m = meta(vid, inline=False, size=len(body))
+    await d.commit("bkt", "k", m, None)
+    assert await d.read_meta("bkt", "k") == MetaRecord(m, None)
+    n = len(body)
+    for offset, length in [
+        (0, n),
+        (0, n + 1000),  # past the end: what there is
+        (1, 100),
+        (4095, 4098),
+        (70_000, 65_536),
+        (n - 10, 100),
+        (n, 10),  # at the end: nothing
+        (n + 4096, 10),
+        (123, 0),
+    ]:
+        got = await d.read_shard("bkt", vid, 1, offset, length)
+        assert bytes(got) == body[offset : offset + length], (offset, length)
+    assert bytes(await d.read_shard("bkt", vid, 2, 0, 1 << 20)) == small
+    with pytest.raises(ShardNotFound):
+        await d.read_shard("bkt", vid, 3, 0, 10)
+    with pytest.raises(ShardNotFound):
+        await d.read_shard("bkt", vid_of(9), 1, 0, 10)
+
+
+async def check_overwrite_retires_the_old_version(make_drive: MakeDrive) -> None:
+    d = (s := await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    await stage(d, "bkt", vid_of(1), {1: b"one"})
+    await d.commit("bkt", "k", meta(vid_of(1), 100, inline=False), None)
+    await stage(d, "bkt", vid_of(2), {1: b"two"})
+    await d.commit("bkt", "k", meta(vid_of(2), 200, inline=False), None)
+    assert (await d.read_meta("bkt", "k")).meta.vid == vid_of(2)
+    with pytest.raises(ShardNotFound):
+        await d.read_shard("bkt", vid_of(1), 1, 0, 10)  # removed once the commit was durable
+    assert dirs(s, "bkt") == [vid_of(2)]
+    await d.commit("bkt", "k", meta(vid_of(3), 300), b"inline now")
+    assert await d.read_meta("bkt", "k") == MetaRecord(meta(vid_of(3), 300), b"inline now")
+    assert dirs(s, "bkt") == []
+
+
+async def check_stale_commit_is_refused(make_drive: MakeDrive) -> None:
+    d = (s := await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    newer = meta(vid_of(1), 200, inline=False)
+    await stage(d, "bkt", newer.vid, {1: b"newer"})
+    await d.commit("bkt", "k", newer, None)
+    await d.commit("bkt", "k", newer, None)  # a retry of the same version is fine
+    await stage(d, "bkt", vid_of(2), {1: b"older"})
+    with pytest.raises(DriveError) as info:
+        await d.commit("bkt", "k", meta(vid_of(2), 100, inline=False), None)
+    assert await d.read_meta("bkt", "k") == MetaRecord(newer, None)
+    assert dirs(s, "bkt") == [newer.vid] and staged_files(s.root) == []
+    assert isinstance(info.value, StaleVersion), repr(info.value)
+
+
+async def check_abort(make_drive: MakeDrive) -> None:
+    d = (s := await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    # a writer given up half-way
+    writer = await d.open_shard("bkt", vid_of(1), 1)
+    await writer.write([b"half a shard"])
+    await writer.abort()
+    assert await eventually(lambda: staged_files(s.root) == [])
+    # shards made durable, then the version abandoned before its commit
+    await stage(d, "bkt", vid_of(2), {1: b"p1", 2: b"p2"})
+    assert staged_files(s.root)
+    await d.abort("bkt", vid_of(2))
+    assert staged_files(s.root) == []
+    with pytest.raises(DriveError):  # nothing is left to commit
+        await d.commit("bkt", "k", meta(vid_of(2), inline=False), None)
+    with pytest.raises(FileNotFound):
+        await d.read_meta("bkt", "k")
+    assert dirs(s, "bkt") == []
+    await d.abort("bkt", vid_of(3))  # nothing staged: a no-op
+
+
+async def check_delete(make_drive: MakeDrive) -> None:
+    d = (s := await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    await stage(d, "bkt", vid_of(1), {1: b"data"})
+    await d.commit("bkt", "streamed", meta(vid_of(1), inline=False), None)
+    await d.commit("bkt", "inline", meta(vid_of(2)), b"data")
+    await d.delete("bkt", "inline")
+    with pytest.raises(FileNotFound):
+        await d.read_meta("bkt", "inline")
+    with pytest.raises(FileNotFound):
+        await d.delete("bkt", "inline")
+    with pytest.raises(FileNotFound):  # only if its current version is that one
+        await d.delete("bkt", "streamed", vid=vid_of(7))
+    assert (await d.read_meta("bkt", "streamed")).meta.vid == vid_of(1)
+    await d.delete("bkt", "streamed", vid=vid_of(1))
+    with pytest.raises(FileNotFound):
+        await d.read_meta("bkt", "streamed")
+    with pytest.raises(ShardNotFound):
+        await d.read_shard("bkt", vid_of(1), 1, 0, 4)
+    assert dirs(s, "bkt") == []
+    assert await d.scan("bkt", "", "", 10) == []
+    await d.delete_bucket("bkt")  # empty again
+
+
+async def check_scan_and_scan_digest(make_drive: MakeDrive) -> None:
+    d = (await make_drive()).drive
+    await d.make_bucket("bkt", 1)
+    rng = random.Random(3)
+    keys = {"".join(rng.choice("ab/é") for _ in range(rng.randint(1, 5))) for _ in range(60)}
+    keys |= {"a", "a/", "b/" + "x" * 600}  # a long key takes the index's general walk
+    packed: dict[str, bytes] = {}
+    for i, key in enumerate(rng.sample(sorted(keys), len(keys))):  # committed out of order
+        m = meta(vid_of(i + 1))
+        await d.commit("bkt", key, m, b"x")
+        packed[key] = m.pack()
+    assert await d.scan("bkt", "", "", 1000) == sorted(packed.items())
+    probes = ["", "a", "a/", "b", "é", "zz", *sorted(keys)[::9]]
+    for prefix in ["", "a", "a/", "b/", "é", "c"]:
+        for after in probes:
+            for limit in (1, 4, 1000):
+                want = sorted(
+                    (k, v) for k, v in packed.items() if k.startswith(prefix) and k > after
+                )[:limit]
+                rows = await d.scan("bkt", prefix, after, limit)
+                assert rows == want, (prefix, after, limit)
+                assert await d.scan_digest("bkt", prefix, after, limit) == scan_digest(want)
+    listed, after = [], ""
+    while rows := await d.scan("bkt", "", after, 7):  # paging by start-after
+        listed += [k for k, _ in rows]
+        after = rows[-1][0]
+    assert listed == sorted(keys)
+    empty = await d.scan_digest("bkt", "zz", "", 10)
+    assert (empty.count, empty.last_key) == (0, "")
+
+
+async def check_locks(make_drive: MakeDrive) -> None:
+    d = (await make_drive()).drive
+    assert await d.lock("bkt/k", "owner-1", 5)
+    assert not await d.lock("bkt/k", "owner-2", 5)
+    assert await d.lock("bkt/k", "owner-1", 5)  # a renewal
+    assert await d.lock("bkt/other", "owner-2", 5)  # keys are independent
+    await d.unlock("bkt/k", "owner-2")  # not its lease: stays
+    assert not await d.lock("bkt/k", "owner-2", 5)
+    await d.unlock("bkt/k", "owner-1")
+    await d.unlock("bkt/k", "owner-1")  # already released: a no-op
+    assert await d.lock("bkt/k", "owner-2", 0.2)
+    await asyncio.sleep(0.3)
+    assert await d.lock("bkt/k", "owner-1", MAX_LOCK_TTL)  # the lease expired
+    # a ttl outside (0, MAX_LOCK_TTL]: ValueError on the drive itself, DriveIOError
+    # ("bad-request") through the RPC, where the message is checked before the drive
+    for ttl in (0, -1.0, MAX_LOCK_TTL + 1, float("nan")):
+        with pytest.raises((ValueError, DriveIOError)):
+            await d.lock("bkt/x", "owner-1", ttl)
+
+
+CHECKS = [
+    check_identity_and_info,
+    check_buckets,
+    check_missing_bucket_errors,
+    check_inline_commit_and_read_meta,
+    check_streamed_commit_and_read_shard,
+    check_overwrite_retires_the_old_version,
+    check_stale_commit_is_refused,
+    check_abort,
+    check_delete,
+    check_scan_and_scan_digest,
+    check_locks,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+async def test_drive_conformance(request, check, make_drive):
+    kind = request.node.callspec.params["make_drive"]
+    if check is check_stale_commit_is_refused and kind == "remote":
+        # cluster/drive_rpc.py's _ERRORS does not list StaleVersion yet, so it crosses the
+        # wire as DriveIOError("peer error StaleVersion: ..."); the drive's state is right
+        # (checked before the type). Strict: red once drive_rpc maps it, drop this then.
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, raises=AssertionError, reason="drive_rpc does not map StaleVersion"
+            )
+        )
+    await asyncio.wait_for(check(make_drive), 20)
+
+
+# -- FaultyDrive: each fault shows up -----------------------------------------------------------
+@pytest.fixture
+async def faulty(local_factory):
+    real = local_factory()
+    fd = FaultyDrive(real)
+    await fd.make_bucket("bkt", 1)
+    return fd
+
+
+async def put_framed(fd: FaultyDrive, vid: str, blocks: list[bytes]) -> bytes:
+    """A committed shard file of CRC32C-framed blocks, as put.py writes them."""
+    framed = b"".join(frame_header(b) + b for b in blocks)
+    await stage(fd, "bkt", vid, {1: framed})
+    await fd.commit("bkt", "k", meta(vid, inline=False, size=len(framed)), None)
+    return framed
+
+
+def test_faulty_drive_covers_the_whole_protocol():
+    protocol = {
+        name
+        for name, value in vars(Drive).items()
+        if not name.startswith("_") and callable(value) and name != "online"
+    }
+    assert protocol == set(DRIVE_METHODS)
+    assert all(callable(getattr(FaultyDrive, name)) for name in protocol)
+    assert METHODS == DRIVE_METHODS | {"shard.write", "shard.finish"}
+
+
+def test_faulty_drive_is_never_imported_by_production_code():
+    users = [
+        path.relative_to(REPO)
+        for package in ("erasure", "transport", "cluster", "healing", "node")
+        for path in (REPO / package).rglob("*.py")
+        if "faulty_drive" in path.read_text() and path.name != "faulty_drive.py"
+    ]
+    assert users == []
+
+
+async def test_fail_a_number_of_times_then_until_cleared(faulty):
+    await faulty.commit("bkt", "k", meta(vid_of(1)), b"x")
+    faulty.fail("read_meta", DriveIOError("disk said no"), times=2)
+    for _ in range(2):
+        with pytest.raises(DriveIOError, match="disk said no"):
+            await faulty.read_meta("bkt", "k")
+    assert (await faulty.read_meta("bkt", "k")).meta.vid == vid_of(1)
+    faulty.fail("read_meta", FileNotFound)  # a class: built with a message, until cleared
+    for _ in range(5):
+        with pytest.raises(FileNotFound, match="injected fault in read_meta"):
+            await faulty.read_meta("bkt", "k")
+    assert await faulty.scan("bkt", "", "", 10)  # other methods are untouched
+    faulty.clear("read_meta")
+    assert (await faulty.read_meta("bkt", "k")).meta.vid == vid_of(1)
+    assert faulty.injected["fail"] == 7
+    with pytest.raises(ValueError, match="unknown drive method"):
+        faulty.fail("read_metadata", DriveIOError())
+    with pytest.raises(ValueError):
+        faulty.fail("commit", DriveIOError(), times=0)
+
+
+async def test_a_failure_before_the_call_never_reaches_the_drive(faulty):
+    faulty.fail("commit", DriveIOError("lost on the way"), times=1)
+    with pytest.raises(DriveIOError):
+        await faulty.commit("bkt", "k", meta(vid_of(1)), b"x")
+    with pytest.raises(FileNotFound):
+        await faulty.real.read_meta("bkt", "k")
+
+
+async def test_a_failure_after_the_call_loses_only_the_answer(faulty):
+    faulty.fail("commit", DriveIOError("ack lost"), times=1, after=True)
+    with pytest.raises(DriveIOError, match="ack lost"):
+        await faulty.commit("bkt", "k", meta(vid_of(1)), b"x")
+    assert (await faulty.read_meta("bkt", "k")).meta.vid == vid_of(1)  # it landed
+
+
+async def test_fail_the_shard_writer(faulty):
+    faulty.fail("shard.write", DriveIOError("torn"), times=1)
+    writer = await faulty.open_shard("bkt", vid_of(1), 1)
+    with pytest.raises(DriveIOError, match="torn"):
+        await writer.write([b"abc"])
+    await writer.write([b"abc"])  # once only
+    faulty.fail("shard.finish", DriveIOError("fsync failed"))
+    with pytest.raises(DriveIOError, match="fsync failed"):
+        await writer.finish()
+    await writer.abort()  # never faulted: releases the real writer
+    assert staged_files(faulty.real.root) == []
+
+
+async def test_delay_slows_a_method_and_a_timeout_cancels_it(faulty):
+    await faulty.commit("bkt", "k", meta(vid_of(1)), b"x")
+    faulty.delay("read_meta", 0.3)
+    started = time.monotonic()
+    await faulty.read_meta("bkt", "k")
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(faulty.read_meta("bkt", "k"), 0.05)
+    assert time.monotonic() - started < 0.25
+    started = time.monotonic()
+    await faulty.scan("bkt", "", "", 10)  # other methods are not slowed
+    faulty.delay("read_meta", 0)
+    await faulty.read_meta("bkt", "k")
+    assert time.monotonic() - started < 0.2
+    assert faulty.injected["delay"] == 2
+
+
+async def test_enospc_refuses_writes_and_commits(faulty):
+    await faulty.commit("bkt", "old", meta(vid_of(1)), b"x")
+    early = await faulty.open_shard("bkt", vid_of(2), 1)  # opened before the disk filled
+    faulty.enospc()
+    with pytest.raises(DriveFull):
+        await early.write([b"more"])
+    with pytest.raises(DriveFull):
+        await early.finish()
+    await early.abort()
+    with pytest.raises(DriveFull):
+        await faulty.open_shard("bkt", vid_of(3), 1)
+    with pytest.raises(DriveFull):
+        await faulty.commit("bkt", "new", meta(vid_of(4)), b"x")
+    with pytest.raises(DriveFull):
+        await faulty.make_bucket("other", 1)
+    assert (await faulty.info()).free == 0
+    assert (await faulty.read_meta("bkt", "old")).meta.vid == vid_of(1)  # reads work
+    await faulty.delete("bkt", "old")  # and deletes, which free space
+    assert staged_files(faulty.real.root) == []
+    faulty.clear()
+    await faulty.commit("bkt", "new", meta(vid_of(4)), b"x")
+    assert (await faulty.info()).free > 0
+
+
+async def test_short_reads_look_like_a_truncated_shard_file(faulty):
+    block = random.Random(1).randbytes(4096)
+    framed = await put_framed(faulty, vid_of(1), [block])
+    faulty.short_reads(1000)
+    got = await faulty.read_shard("bkt", vid_of(1), 1, 0, len(framed))
+    assert bytes(got) == framed[:1000]  # the real bytes, fewer of them
+    with pytest.raises(BitrotError, match="expected 4100"):
+        verify_block(got, len(block))
+    small = await faulty.read_shard("bkt", vid_of(1), 1, 50, 200)  # shorter already: as is
+    assert bytes(small) == framed[50:250]
+    faulty.clear()
+    assert verify_block(await faulty.read_shard("bkt", vid_of(1), 1, 0, 4100), 4096) == block
+    assert faulty.injected["short_read"] == 1
+
+
+async def test_bit_flips_are_caught_by_the_block_crc(faulty):
+    blocks = [random.Random(i).randbytes(4096) for i in range(3)]
+    framed = await put_framed(faulty, vid_of(1), blocks)
+    faulty.flip_bits(every_nth_read=2)
+    outcomes = []
+    for n in range(6):
+        i = n % 3
+        got = await faulty.read_shard("bkt", vid_of(1), 1, i * 4100, 4100)
+        real = framed[i * 4100 : (i + 1) * 4100]
+        diff = sum(bin(a ^ b).count("1") for a, b in zip(bytes(got), real, strict=True))
+        try:
+            verify_block(got, 4096)
+            outcomes.append(("ok", diff))
+        except BitrotError:
+            outcomes.append(("rot", diff))
+    assert outcomes == [("ok", 0), ("rot", 1)] * 3  # every 2nd read, exactly one bit
+    real = await faulty.real.read_shard("bkt", vid_of(1), 1, 0, len(framed))
+    assert bytes(real) == framed  # the drive's data and buffers were never touched
+    faulty.clear()
+    for i, block in enumerate(blocks):
+        got = await faulty.read_shard("bkt", vid_of(1), 1, i * 4100, 4100)
+        assert verify_block(got, 4096) == block
+    assert faulty.injected["flip"] == 3
+
+
+OFFLINE_CALLS = {
+    "make_bucket": lambda d: d.make_bucket("b2", 1),
+    "delete_bucket": lambda d: d.delete_bucket("bkt"),
+    "list_buckets": lambda d: d.list_buckets(),
+    "bucket_exists": lambda d: d.bucket_exists("bkt"),
+    "open_shard": lambda d: d.open_shard("bkt", vid_of(5), 1),
+    "commit": lambda d: d.commit("bkt", "k2", meta(vid_of(6)), b"x"),
+    "abort": lambda d: d.abort("bkt", vid_of(5)),
+    "read_meta": lambda d: d.read_meta("bkt", "k"),
+    "read_shard": lambda d: d.read_shard("bkt", vid_of(1), 1, 0, 10),
+    "delete": lambda d: d.delete("bkt", "k"),
+    "scan": lambda d: d.scan("bkt", "", "", 10),
+    "scan_digest": lambda d: d.scan_digest("bkt", "", "", 10),
+    "lock": lambda d: d.lock("bkt/k", "o", 5),
+    "unlock": lambda d: d.unlock("bkt/k", "o"),
+}
+
+
+async def test_offline_fails_every_call(faulty):
+    assert set(OFFLINE_CALLS) == DRIVE_METHODS - {"info"}
+    await put_framed(faulty, vid_of(1), [b"x" * 100])
+    writer = await faulty.open_shard("bkt", vid_of(2), 1)
+    faulty.offline()
+    assert not faulty.online and faulty.real.online
+    info = await faulty.info()  # info answers, as on every Drive: that is how one learns
+    assert not info.online and info.drive_id == faulty.drive_id
+    answered = []
+    for name, call in OFFLINE_CALLS.items():
+        try:
+            await call(faulty)
+        except DriveOffline:
+            continue
+        answered.append(name)
+    assert answered == []
+    with pytest.raises(DriveOffline):
+        await writer.write([b"data"])
+    with pytest.raises(DriveOffline):
+        await writer.finish()
+    await writer.abort()
+    faulty.clear()
+    assert faulty.online and (await faulty.info()).online
+    assert (await faulty.read_meta("bkt", "k")).meta.vid == vid_of(1)  # nothing was changed
+    assert staged_files(faulty.real.root) == []
+
+
+async def test_counted_faults_fire_exactly_as_asked_under_concurrency(faulty):
+    framed = await put_framed(faulty, vid_of(1), [b"y" * 4096])
+    armed = threading.Event()
+
+    def arm() -> None:  # from another thread, while the loop runs
+        faulty.fail("read_meta", DriveIOError("busy"), times=7)
+        faulty.flip_bits(every_nth_read=5)
+        armed.set()
+
+    await asyncio.to_thread(arm)
+    assert armed.is_set()
+    metas = await asyncio.gather(
+        *(faulty.read_meta("bkt", "k") for _ in range(40)), return_exceptions=True
+    )
+    reads = await asyncio.gather(
+        *(faulty.read_shard("bkt", vid_of(1), 1, 0, len(framed)) for _ in range(50))
+    )
+    assert sum(isinstance(r, DriveIOError) for r in metas) == 7
+    assert sum(bytes(r) != framed for r in reads) == 10
