@@ -46,6 +46,7 @@ clients:
 	fi
 
 test: venv clients
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest -q
 
 chaos: venv
@@ -57,6 +58,7 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 clean:
 	rm -rf $(VENV) $(DATA) matrix-results
