@@ -1,6 +1,10 @@
 """The admin API (`/_shardfleet/admin/...`, root credentials, SigV4) and its CLI client.
 
 The path prefix cannot collide with S3: '_' is not allowed in bucket names.
+
+The server side is handed what it reads (object layer, cluster runtime, config, metrics,
+the secret lookup), not the `Node`: node.app imports this module to route admin requests,
+so naming node.app here, even for type checking only, was an import loop.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -27,19 +32,26 @@ from node.s3.router import error_response, new_request_id
 from node.s3.sigv4 import RequestView, verify_request
 
 if TYPE_CHECKING:
-    from node.app import Node
+    from cluster.objects import ObjectLayer
+    from node.clusterwire import ClusterRuntime
+    from node.config import NodeConfig
+    from node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_shardfleet/admin/"
 
 
-async def status(node: Node) -> dict[str, Any]:
-    assert node.layer is not None
+async def status(
+    layer: ObjectLayer | None,
+    cluster: ClusterRuntime | None,
+    config: NodeConfig,
+    metrics: Metrics,
+) -> dict[str, Any]:
+    assert layer is not None
     now = time.monotonic()
-    cluster = node.cluster
     pools: dict[int, list[dict[str, Any]]] = {}
-    for eset in node.layer.sets:
+    for eset in layer.sets:
         drives = []
         for pos, drive in enumerate(eset.drives):
             row: dict[str, Any] = {
@@ -63,9 +75,9 @@ async def status(node: Node) -> dict[str, Any]:
             }
         )
     return {
-        "traffic": traffic(node),
-        "node": node.config.node or "standalone",
-        "cluster_id": node.layer.cluster_id,
+        "traffic": traffic(metrics),
+        "node": config.node or "standalone",
+        "cluster_id": layer.cluster_id,
         "majority": cluster.has_majority() if cluster else True,
         "nodes": cluster.view.snapshot(now)
         if cluster
@@ -74,9 +86,8 @@ async def status(node: Node) -> dict[str, Any]:
     }
 
 
-def traffic(node: Node) -> dict[str, float]:
+def traffic(m: Metrics) -> dict[str, float]:
     """Cumulative request counters; `admin top` turns two samples into rates."""
-    m = node.metrics
     requests = errors = 0.0
     for metric in m.requests.collect():
         for sample in metric.samples:
@@ -107,7 +118,9 @@ def traffic(node: Node) -> dict[str, float]:
 MAX_ADMIN_BODY = 1 << 20
 
 
-async def add_pool(node: Node, body: bytes) -> dict[str, Any]:
+async def add_pool(
+    cluster: ClusterRuntime | None, config: NodeConfig, body: bytes
+) -> dict[str, Any]:
     """Adds a pool of new nodes: validated, applied here, pushed to every peer. Existing
     pools and the objects in them do not change; new objects prefer the pool with the most
     free space. The new nodes then start with the cluster file and find their place from a
@@ -117,7 +130,6 @@ async def add_pool(node: Node, body: bytes) -> dict[str, Any]:
     from cluster.topology import NodeSpec
     from node.config import ClusterNode
 
-    cluster = node.cluster
     if cluster is None:
         raise InvalidRequest("a standalone node has no pools to add to")
     try:
@@ -127,7 +139,7 @@ async def add_pool(node: Node, body: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"bad pool description: {exc}") from None
     specs = [NodeSpec(e.id, e.s3, e.rpc, tuple(e.drives)) for e in entries]
     try:
-        new = cluster.topology.with_pool(specs, node.config.params.n)
+        new = cluster.topology.with_pool(specs, config.params.n)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     added = await cluster.apply_async(new)
@@ -140,17 +152,28 @@ async def add_pool(node: Node, body: bytes) -> dict[str, Any]:
     }
 
 
-async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
+async def admin_api(
+    request: web.Request,
+    *,
+    layer: ObjectLayer | None,
+    cluster: ClusterRuntime | None,
+    config: NodeConfig,
+    metrics: Metrics,
+    lookup_secret: Callable[[str], str | None],
+) -> web.StreamResponse:
     request_id = new_request_id()
     raw_path, _, raw_query = request.raw_path.partition("?")
     try:
         view = RequestView(request.method, raw_path, split_query(raw_query), request.headers)
-        auth = verify_request(view, node._lookup_secret, now=time.time(), region=node.config.region)
-        if auth.access_key != node.config.credentials[0]:
+        auth = verify_request(view, lookup_secret, now=time.time(), region=config.region)
+        if auth.access_key != config.credentials[0]:
             raise AccessDenied("The admin API needs the root credentials.")
         what = request.path[len(ADMIN_PREFIX) :]
         if request.method == "GET" and what == "status":
-            return web.json_response(await status(node), headers={"x-amz-request-id": request_id})
+            return web.json_response(
+                await status(layer, cluster, config, metrics),
+                headers={"x-amz-request-id": request_id},
+            )
         if request.method == "POST" and what == "pools":
             await send_continue(request)
             body = await request.content.read(MAX_ADMIN_BODY + 1)
@@ -162,7 +185,7 @@ async def admin_api(node: Node, request: web.Request) -> web.StreamResponse:
             ):
                 raise XAmzContentSHA256Mismatch()
             return web.json_response(
-                await add_pool(node, body), headers={"x-amz-request-id": request_id}
+                await add_pool(cluster, config, body), headers={"x-amz-request-id": request_id}
             )
         return web.json_response({"error": f"no admin call {request.method} {what}"}, status=404)
     except Exception as exc:

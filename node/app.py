@@ -183,7 +183,14 @@ class Node:
 
         async def route(request: web.Request) -> web.StreamResponse:
             if request.path.startswith(ADMIN_PREFIX):
-                return await admin_api(self, request)
+                return await admin_api(
+                    request,
+                    layer=self.layer,
+                    cluster=self.cluster,
+                    config=self.config,
+                    metrics=self.metrics,
+                    lookup_secret=self._lookup_secret,
+                )
             anonymous = (
                 "Authorization" not in request.headers and "X-Amz-Algorithm" not in request.query
             )

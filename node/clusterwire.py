@@ -1,5 +1,7 @@
 """Wiring a cluster node: topology, local and remote drives, the RPC endpoint with its
-handlers, membership, and pools added while the cluster runs.
+handlers, membership, and pools added while the cluster runs. The RPCs themselves (both
+ends of each) are in cluster/: drive_rpc, membership_rpc and topology_rpc; this module
+creates the endpoint, registers their handlers and starts the heartbeat.
 
 Every node derives the same layout from the same topology (pool 0 from the cluster file,
 later pools from the topology document), sets interleaved across nodes and drive ids
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -30,19 +31,18 @@ from cluster.drive import Drive, OfflineDrive
 from cluster.drive_rpc import RemoteDrive, drive_handlers
 from cluster.erasure_set import ErasureSet
 from cluster.membership import Heartbeat, MembershipConfig, MembershipView
+from cluster.membership_rpc import membership_handlers, ping
 from cluster.topology import ClusterTopology, NodeSpec, form_sets, pool_formats, shards_per_node
+from cluster.topology_rpc import get_topology, push_topology, topology_handlers
 from node.config import NodeConfig
 from node.storage.format import FormatError, open_assigned
 from node.storage.fsutil import atomic_write
 from node.storage.local_drive import LocalDrive
-from transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, TransportConfig
+from transport.endpoint import Peer, RpcEndpoint, TransportConfig
 from transport.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
-PING = "member.ping"
-TOPOLOGY_GET = "cluster.topology.get"
-TOPOLOGY_PUT = "cluster.topology.put"
 TOPOLOGY_FILE = "topology.json"
 
 
@@ -113,10 +113,9 @@ async def fetch_topology(
             else:
                 name = host
             try:
-                reply = await client.call(
-                    Peer(name, host.strip("[]"), int(port)), TOPOLOGY_GET, {}, None, timeout=timeout
+                return await get_topology(
+                    client, Peer(name, host.strip("[]"), int(port)), timeout=timeout
                 )
-                return ClusterTopology.from_json(reply.header["topology"])
             except Exception as exc:  # try the next seed
                 errors.append(f"{seed}: {type(exc).__name__}: {exc}")
     finally:
@@ -251,61 +250,35 @@ class ClusterRuntime:
 
     async def push_topology(self, timeout: float = 10.0) -> dict[str, str]:
         """Sends our topology to every peer; returns {peer: 'ok' | error}."""
-        doc = self.topology.to_json()
-
-        async def one(peer: Peer) -> str:
-            try:
-                await self.endpoint.call(
-                    peer, TOPOLOGY_PUT, {"topology": doc}, None, timeout=timeout
-                )
-                return "ok"
-            except Exception as exc:
-                return f"{type(exc).__name__}: {exc}"
-
-        peers = list(self.peers.values())
-        results = await asyncio.gather(*(one(p) for p in peers))
-        return {p.node_id: r for p, r in zip(peers, results, strict=True)}
+        return await push_topology(
+            self.endpoint, list(self.peers.values()), self.topology, timeout=timeout
+        )
 
     async def _catch_up(self, peer: str) -> None:
         if self._fetching:
             return
         self._fetching = True
         try:
-            reply = await self.endpoint.call(self.peers[peer], TOPOLOGY_GET, {}, None, timeout=10.0)
-            await self.apply_async(ClusterTopology.from_json(reply.header["topology"]))
+            new = await get_topology(self.endpoint, self.peers[peer], timeout=10.0)
+            await self.apply_async(new)
         except Exception as exc:
             log.warning("fetching the topology from %s failed: %s", peer, exc)
         finally:
             self._fetching = False
 
     def register_handlers(self) -> None:
-        me = self.config.node
         self._register_drives()
-
-        async def ping(req: Request) -> Response:
-            self.view.heard_from(req.peer_id, time.monotonic())
-            return Response({"node": me, "topology": self.topology.version})
-
-        async def topology_get(req: Request) -> Response:
-            return Response({"topology": self.topology.to_json()})
-
-        async def topology_put(req: Request) -> Response:
-            try:
-                new = ClusterTopology.from_json(req.header["topology"])
-                await self.apply_async(new)
-            except (ValueError, KeyError, json.JSONDecodeError, FormatError) as exc:
-                raise RpcFault("BadTopology", str(exc)) from exc
-            return Response({"version": self.topology.version})
-
-        self.endpoint.register(PING, ping)
-        self.endpoint.register(TOPOLOGY_GET, topology_get)
-        self.endpoint.register(TOPOLOGY_PUT, topology_put)
+        handlers = membership_handlers(self.config.node, self.view, lambda: self.topology.version)
+        # a pushed topology whose pools cannot be formatted here is refused like a bad one
+        handlers |= topology_handlers(
+            lambda: self.topology, self.apply_async, rejected=(FormatError,)
+        )
+        for method, handler in handlers.items():
+            self.endpoint.register(method, handler)
 
     async def send_ping(self, peer: str, timeout: float) -> None:
-        reply = await self.endpoint.call(
-            self.peers[peer], PING, {"node": self.config.node}, None, timeout=timeout
-        )
-        if reply.header.get("topology", 0) > self.topology.version:
+        version = await ping(self.endpoint, self.peers[peer], self.config.node, timeout=timeout)
+        if version > self.topology.version:
             asyncio.ensure_future(self._catch_up(peer))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -13,24 +12,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from node.codecache import CodeCache
     from node.config import NodeConfig
-
-
-def _import_server_libraries() -> None:
-    """Imports aiohttp.web, prometheus_client's metrics and pydantic, the biggest imports
-    of a node. The package __init__ files of aiohttp (its HTTP client, and the CA bundle
-    loads of the client's default SSL contexts) and prometheus_client (its exposition
-    servers and default collectors) run once the node serves: see node.lazy_init. Measured
-    against plain imports with only those CA loads deferred: ~45 ms sooner."""
-    from node import lazy_init
-
-    lazy_init.import_parts("aiohttp", "aiohttp.web", copy=("__version__",))
-    lazy_init.import_parts(
-        "prometheus_client",
-        "prometheus_client.metrics",
-        "prometheus_client.metrics_core",
-        "prometheus_client.registry",
-    )
-    importlib.import_module("pydantic.main")
 
 
 def _serve_args(sub: argparse._SubParsersAction) -> None:
@@ -125,58 +106,12 @@ def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
     return paths or None
 
 
-def _no_pydantic_plugins() -> None:
-    # A node uses no pydantic plugins; without this, pydantic's first model reads the entry
-    # points of every installed distribution to look for some (~5 ms here). The variable is
-    # pydantic's own switch; an operator who wants plugins sets it (empty enables them all).
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    _no_plugin_loader()
-
-
-def serve_imports() -> None:
-    """Every import serve makes before it runs, in its order, for the tools that warm or
-    time them (node.codecache's warm(), the start-up benchmark)."""
-    _no_pydantic_plugins()
-    _import_server_libraries()
-    import node.app  # noqa: F401
-    import node.config  # noqa: F401
-
-
 def serve(args: argparse.Namespace) -> int:
-    _no_pydantic_plugins()
     gc.disable()  # until everything is imported: see _keep_imports_out_of_gc
     try:
         return _serve(args)
     finally:
         gc.enable()
-
-
-_PLUGIN_LOADER = "pydantic.plugin._loader"
-
-
-def _no_plugin_loader() -> None:
-    """With plugins disabled, pydantic's plugin loader only ever answers "no plugins", yet
-    importing it imports importlib.metadata (~9 ms of start-up) for the entry-point scan it
-    then skips. So, only while PYDANTIC_DISABLE_PLUGINS=__all__, a stand-in gives that
-    answer; any other name asked of it loads the real module (tests/unit check both)."""
-    if os.environ.get("PYDANTIC_DISABLE_PLUGINS") != "__all__" or _PLUGIN_LOADER in sys.modules:
-        return
-    import types
-
-    stand_in = types.ModuleType(_PLUGIN_LOADER)
-
-    def get_plugins() -> tuple[()]:
-        return ()
-
-    def real(name: str) -> object:
-        if name.startswith("__"):  # the import system asks for __path__ and the like
-            raise AttributeError(name)
-        sys.modules.pop(_PLUGIN_LOADER, None)
-        return getattr(importlib.import_module(_PLUGIN_LOADER), name)
-
-    stand_in.get_plugins = get_plugins  # type: ignore[attr-defined]
-    stand_in.__getattr__ = real  # type: ignore[method-assign]
-    sys.modules[_PLUGIN_LOADER] = stand_in
 
 
 def _keep_imports_out_of_gc() -> None:
@@ -192,8 +127,10 @@ def _keep_imports_out_of_gc() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from node.codecache import CodeCache
+    # serve's start-up import steps live in node.codecache, whose warm() replays them
+    from node.codecache import CodeCache, no_pydantic_plugins
 
+    no_pydantic_plugins()
     code_cache = CodeCache()
     code_cache.install()  # until the imports are done: see node.codecache
     try:
@@ -203,7 +140,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
-    _import_server_libraries()
+    from node.codecache import import_server_libraries
+
+    import_server_libraries()
     from node.config import ConfigError, load
     from node.storage.format import FormatError
 
@@ -404,7 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         "dev-cluster": dev_cluster,
         "config": config_check,
     }
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except RuntimeError as exc:
+        # transport's aioquic fence: by class name, since the failed import left no module
+        if type(exc).__name__ != "UnsupportedAioquic":
+            raise
+        print(f"shardfleet: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 ``?AWSAccessKeyId=..&Signature=..&Expires=..`` URLs), for clients that still send it —
 notably boto3's ``generate_presigned_url`` without an explicit ``s3v4`` config.
 
-Pure like `node.s3.sigv4`, which routes V2 requests here and owns `RequestView` and
-`AuthResult`. V2 never signs the payload, so results are always ``payload_mode="UNSIGNED"``;
-a Content-MD5, if sent, is checked later against the body by the handler.
+Pure like `node.s3.sigv4`, which routes V2 requests here; `RequestView`, `AuthResult` and
+the checks of access key and request time come from `node.s3.auth`. V2 never signs the
+payload, so results are always ``payload_mode="UNSIGNED"``; a Content-MD5, if sent, is
+checked later against the body by the handler.
 
     StringToSign = Verb \\n Content-MD5 \\n Content-Type \\n Date-or-Expires \\n
                    CanonicalizedAmzHeaders CanonicalizedResource
@@ -20,8 +21,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from operator import itemgetter
 
+from node.s3.auth import AuthResult, RequestView, parse_amz_date, secret_for, skew_error
 from node.s3.errors import AccessDenied, InvalidArgument, SignatureDoesNotMatch
-from node.s3.sigv4 import AuthResult, RequestView, _parse_amz_date, _secret, _skew_error
 
 #: Query parameters that are part of the CanonicalizedResource (AWS's documented list).
 SUBRESOURCES = frozenset(
@@ -147,7 +148,7 @@ def _parse_date(value: str) -> float | None:
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError):
-        return _parse_amz_date(value)
+        return parse_amz_date(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
@@ -182,9 +183,9 @@ def verify_header(
     when = _parse_date(request_time.strip()) if request_time is not None else None
     if request_time is None or when is None:
         raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
-    secret = _secret(lookup_secret, access_key)
+    secret = secret_for(lookup_secret, access_key)
     if abs(now - when) > max_skew:
-        raise _skew_error(request_time.strip(), now, max_skew)
+        raise skew_error(request_time.strip(), now, max_skew)
     # With x-amz-date the Date line is empty (x-amz-date is signed as an amz header);
     # clients that signed their Date header anyway are tried second.
     if amz_date is None:
@@ -227,7 +228,7 @@ def verify_query(
         raise AccessDenied(_AUTH_V2_MISSING)
     if not (expires.isascii() and expires.isdigit()):
         raise AccessDenied(f"Invalid date (should be seconds since epoch): {expires}")
-    secret = _secret(lookup_secret, access_key)
+    secret = secret_for(lookup_secret, access_key)
     if now > int(expires):
         iso = "%Y-%m-%dT%H:%M:%SZ"
         raise AccessDenied(

@@ -7,6 +7,10 @@ this can be tested against botocore without a server and called from any handler
 This runs on every request, so the common path avoids per-call allocation beyond the
 canonical request itself: patterns are precompiled, derived signing keys are memoised, and
 the canonical path is only re-encoded when it contains something that needs it.
+
+`RequestView`, `AuthResult` and `PayloadMode` are defined in `node.s3.auth` (SigV2 shares
+them) and are part of this module's interface too: callers of `verify_request` may name
+them from here.
 """
 
 from __future__ import annotations
@@ -15,22 +19,26 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Literal
 from urllib.parse import quote, unquote_to_bytes
 
+from node.s3.auth import (
+    AuthResult,
+    PayloadMode,
+    RequestView,
+    parse_amz_date,
+    secret_for,
+    skew_error,
+)
 from node.s3.errors import (
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
     ExpiredToken,
-    InvalidAccessKeyId,
     InvalidArgument,
     InvalidRequest,
-    RequestTimeTooSkewed,
     S3Error,
     SignatureDoesNotMatch,
 )
@@ -42,13 +50,6 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PRESIGN_EXPIRES = 604800
 
-PayloadMode = Literal[
-    "UNSIGNED",
-    "SHA256",
-    "STREAMING-SIGNED",
-    "STREAMING-SIGNED-TRAILER",
-    "STREAMING-UNSIGNED-TRAILER",
-]
 _STREAMING_MODES: dict[str, PayloadMode] = {
     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD": "STREAMING-SIGNED",
     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER": "STREAMING-SIGNED-TRAILER",
@@ -57,29 +58,8 @@ _STREAMING_MODES: dict[str, PayloadMode] = {
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SIG64 = re.compile(r"[0-9a-f]{64}")
-_AMZ_DATE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z", re.ASCII)
 _SCOPE_DATE = re.compile(r"\d{8}", re.ASCII)
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestView:
-    method: str
-    raw_path: str
-    query: Sequence[tuple[str, str]]
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResult:
-    access_key: str
-    payload_mode: PayloadMode
-    expected_sha256: str | None
-    signing_key: bytes
-    seed_signature: str
-    amz_date: str
-    scope: str
-    presigned: bool
 
 
 @lru_cache(maxsize=64)
@@ -123,16 +103,6 @@ def _header_value(headers: Mapping[str, str], name: str) -> str | None:
         return ",".join(" ".join(v.split()) for v in values)
     value = headers.get(name)
     return None if value is None else " ".join(value.split())
-
-
-def _parse_amz_date(value: str) -> float | None:
-    m = _AMZ_DATE.fullmatch(value)
-    if m is None:
-        return None
-    try:
-        return datetime(*(int(g) for g in m.groups()), tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 def _classify_payload(value: str) -> tuple[PayloadMode, str | None]:
@@ -188,13 +158,6 @@ def _parse_signed_headers(value: str, err: type[S3Error]) -> list[str]:
     return names
 
 
-def _secret(lookup_secret: Callable[[str], str | None], access_key: str) -> str:
-    secret = lookup_secret(access_key)
-    if secret is None:
-        raise InvalidAccessKeyId(AWSAccessKeyId=access_key)
-    return secret
-
-
 def _check_signature(
     req: RequestView,
     *,
@@ -244,15 +207,6 @@ def _check_signature(
     )
 
 
-def _skew_error(amz_date: str, now: float, max_skew: float) -> RequestTimeTooSkewed:
-    server = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return RequestTimeTooSkewed(
-        RequestTime=amz_date,
-        ServerTime=server,
-        MaxAllowedSkewMilliseconds=str(int(max_skew * 1000)),
-    )
-
-
 def _verify_header(
     req: RequestView,
     authz: str,
@@ -288,7 +242,7 @@ def _verify_header(
 
     headers = req.headers
     amz_date = headers.get("x-amz-date")
-    when = _parse_amz_date(amz_date) if amz_date is not None else None
+    when = parse_amz_date(amz_date) if amz_date is not None else None
     if amz_date is None and (date_hdr := headers.get("date")) is not None:
         try:
             parsed = parsedate_to_datetime(date_hdr)
@@ -307,9 +261,9 @@ def _verify_header(
     if content_sha is None:
         raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
     mode, expected_sha = _classify_payload(content_sha.strip())
-    secret = _secret(lookup_secret, access_key)
+    secret = secret_for(lookup_secret, access_key)
     if abs(now - when) > max_skew:
-        raise _skew_error(amz_date, now, max_skew)
+        raise skew_error(amz_date, now, max_skew)
     key = _check_signature(
         req,
         secret=secret,
@@ -349,7 +303,7 @@ def _verify_presigned(
             "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
             "and X-Amz-Expires parameters."
         ) from None
-    when = _parse_amz_date(amz_date)
+    when = parse_amz_date(amz_date)
     if when is None:
         raise err("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     if (
@@ -365,9 +319,9 @@ def _verify_presigned(
     content_sha = req.headers.get("x-amz-content-sha256")
     payload_hash = content_sha.strip() if content_sha is not None else UNSIGNED_PAYLOAD
     mode, expected_sha = _classify_payload(payload_hash)
-    secret = _secret(lookup_secret, access_key)
+    secret = secret_for(lookup_secret, access_key)
     if when - now > max_skew:
-        raise _skew_error(amz_date, now, max_skew)
+        raise skew_error(amz_date, now, max_skew)
     if now > when + int(expires_text):
         server = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
         raise ExpiredToken(
@@ -411,7 +365,7 @@ def verify_request(
             ArgumentName="Authorization",
         )
     if authz is not None and authz.lstrip().startswith("AWS "):
-        from node.s3 import sigv2  # lazy: sigv2 imports this module
+        from node.s3 import sigv2  # lazy: start-up does not pay for it (V2 clients are rare)
 
         return sigv2.verify_header(req, authz, lookup_secret, now=now, max_skew=max_skew)
     if authz is not None:

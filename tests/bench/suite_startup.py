@@ -42,7 +42,7 @@ from summary import SuiteResult, command
 TARGET_S = 0.5
 IMPORTS = (
     "import gc; gc.disable(); from node import main, codecache; "
-    "codecache.CodeCache().install(); main.serve_imports()"
+    "codecache.CodeCache().install(); codecache.serve_imports()"
 )
 PACKAGES = ("erasure", "transport", "cluster", "healing", "node")
 

@@ -100,11 +100,6 @@ def test_cli_stops_with_the_message(tmp_path) -> None:
     assert not certs.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node/main.py's main() does not catch UnsupportedAioquic yet (its owner's change: "
-    "print the message, exit 1); when it does, drop this marker",
-)
 def test_cli_prints_no_traceback(tmp_path) -> None:
     out = _python(["-m", "node.main", "certs", "init", "--dir", str(tmp_path)], "1.8.0", tmp_path)
     assert out.returncode == 1

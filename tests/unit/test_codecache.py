@@ -103,10 +103,10 @@ def test_serve_uses_the_cache_and_leaves_it_out_afterwards(tmp_path: Path) -> No
     code = """
 import dataclasses, typing, sys
 from pathlib import Path
-from node import codecache, main
+from node import codecache
 cache = codecache.CodeCache(Path(sys.argv[1]))
 cache.install()
-main._import_server_libraries()
+codecache.import_server_libraries()
 import node.app
 cache.uninstall()
 print(len(cache.used) > 100, "exec" in vars(dataclasses), cache.save(asked=True))

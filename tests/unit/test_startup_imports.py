@@ -31,9 +31,9 @@ print(json.dumps([aiohttp.__version__, sorted(vars(aiohttp)), sorted(vars(promet
 def test_serve_imports_no_client_and_no_exposition_until_complete() -> None:
     code = """
 import json, ssl, sys
-from node.main import _import_server_libraries
+from node.codecache import import_server_libraries
 from node import lazy_init
-_import_server_libraries()
+import_server_libraries()
 import node.app  # everything a node imports to serve
 import aiohttp, prometheus_client
 rest = ("aiohttp.client", "aiohttp.connector", "aiohttp.cookiejar", "aiohttp.tracing",
@@ -122,9 +122,9 @@ def test_pydantic_plugin_loader_stand_in() -> None:
     code = """
 import os, sys
 os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
-from node.main import _no_plugin_loader, _import_server_libraries
+from node.codecache import _no_plugin_loader, import_server_libraries
 _no_plugin_loader()
-_import_server_libraries()
+import_server_libraries()
 from node.config import NodeConfig
 cfg = NodeConfig.model_validate({"drives": ["/tmp/a", "/tmp/b"], "ec": "1+1"})
 import node.app  # everything a node imports to serve
