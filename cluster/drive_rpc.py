@@ -1,4 +1,4 @@
-"""Both ends of the drive RPC: RemoteDrive (client) and drive_handlers (server).
+"""Both ends of the drive RPC: its messages, RemoteDrive (client) and drive_handlers (server).
 
 A RemoteDrive is a peer's drive seen through the transport; the object layer cannot tell
 it from a LocalDrive. Every call names the drive by id; metadata travels as packed
@@ -11,13 +11,24 @@ reached is DriveOffline, so quorum logic treats it like a dead disk.
     shard read   : one call per ranged read, the bytes as the response body.
     listing      : "drive.scan" sends rows; "drive.scan_digest" only their digest, for
                    the replicas listing checks against rows it already has.
-    leases       : "drive.lock" / "drive.unlock", header only (cluster/keylock.py). Their
-                   fields are checked before the drive sees them; bad ones answer the
-                   typed error "bad-request" (DriveIOError on the calling side).
+    leases       : "drive.lock" / "drive.unlock", header only (cluster/keylock.py).
+
+Messages are typed at the edge (cluster/rpc_schema.py). Each method's request and reply
+header is declared once, in the table below; the server checks the request before its
+handler reads a field, the caller checks the reply before it reads one. A request that
+fails is answered with the typed error "bad-request" and logged once (WARNING, peer and
+method; DriveIOError on the calling side); a reply that fails is DriveIOError("malformed
+... reply"). Either way no malformed value reaches a drive or the object layer, where it
+would surface as a KeyError or TypeError, or as a path: bucket names and version ids
+name directories on the serving drive, so they are held to a charset that cannot climb
+out of them. Every request also carries "d", the drive id, looked up among the drives
+this node serves: a value that names none of them (of any type) is DriveOffline.
+Fields a schema does not name are ignored (nothing reads them).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -38,11 +49,30 @@ from cluster.drive import (
     ShardWriter,
 )
 from cluster.meta import ObjectMeta
+from cluster.rpc_schema import (
+    BOOL,
+    I64,
+    Rpc,
+    SchemaError,
+    blob,
+    integer,
+    list_of,
+    map_of,
+    number,
+    optional,
+    parsed,
+    pattern,
+    starting,
+    text,
+    tuple_of,
+)
 from transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, StreamCall
-from transport.errors import RemoteError, TransportError
+from transport.errors import BodyTooLarge, RemoteError, TransportError
+
+log = logging.getLogger(__name__)
 
 MAX_META_REPLY = 64 << 20
-MAX_SHARD_READ = 64 << 20
+MAX_SHARD_READ = 64 << 20  # bytes one read_shard asks for at most
 WRITE_BATCH = 1 << 20  # a remote shard write reaches the drive in pieces of at least this
 
 _ERRORS: dict[str, type[DriveError]] = {
@@ -56,10 +86,124 @@ _ERRORS: dict[str, type[DriveError]] = {
         drv.VolumeNotEmpty,
         drv.FileNotFound,
         drv.ShardNotFound,
+        drv.StaleVersion,
     )
 }
 
 
+# -- the messages -----------------------------------------------------------------------------
+MAX_KEY = 1024  # bytes of UTF-8 in an object key (the S3 limit, node/s3/names.py)
+MAX_LISTING_ARG = 16 << 10  # bytes of a scan's prefix or start-after (a client's, not a key)
+MAX_PART = 10_000
+MAX_SCAN = 1001  # rows one scan answers at most (cluster/listing.py's MAX_BATCH)
+MAX_SCAN_ASK = 1 << 20  # a scan may ask for more than MAX_SCAN (and gets MAX_SCAN), not this
+MAX_PACKED = 1 << 20  # bytes of a packed ObjectMeta or an inline shard (a header is <= 1 MiB)
+MAX_TEXT = 16 << 10  # bytes of a stored header value, a user metadata name or value
+MAX_BUCKETS = 100_000
+
+# A bucket name and a version id are directory names on the serving drive.
+BUCKET = pattern(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}",
+    "a bucket name (1 to 63 of A-Z a-z 0-9 . _ -, the first a letter or digit)",
+)
+VID = pattern(r"[0-9a-f]{32}", "a version id (32 lowercase hex digits)")
+KEY = text(MAX_KEY, empty=False)
+PART = integer(0, MAX_PART)
+COUNT = integer(0, I64)  # sizes, offsets, byte counts
+STAMP = integer(0, I64)  # nanoseconds (bucket creation) or HLC stamps
+LISTING_ARG = text(MAX_LISTING_ARG)
+INLINE = optional(blob(MAX_PACKED))
+SHORT_TEXT = text(MAX_TEXT)
+
+# The layout of ObjectMeta.pack (cluster/meta.py), position by position.
+META_RECORD = tuple_of(
+    integer(1, 1),  # the record format version (meta._VERSION)
+    VID,
+    STAMP,  # mtime
+    COUNT,  # size
+    text(256),  # etag: hex MD5, or empty while a streamed PUT has not finished
+    integer(1, 256),  # k
+    integer(0, 255),  # m
+    integer(1, I64),  # stripe
+    list_of(integer(0, 255), 256),  # dist
+    BOOL,  # inline
+    SHORT_TEXT,  # content type
+    map_of(SHORT_TEXT, SHORT_TEXT, 4096),  # user metadata
+    map_of(SHORT_TEXT, SHORT_TEXT, 4096),  # stored headers
+    what="a packed ObjectMeta record",
+)
+_check_record = META_RECORD.ok
+
+
+def unpack_meta(packed: bytes) -> ObjectMeta:
+    """ObjectMeta.unpack of bytes from a peer: ValueError unless they are a record whose
+    every field has its type (one decode, no exception from deep inside msgpack)."""
+    try:
+        fields = msgpack.unpackb(packed)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ValueError(f"not a msgpack value ({type(exc).__name__})") from None
+    if not _check_record(fields):
+        raise ValueError(META_RECORD.explain(fields))
+    return ObjectMeta(*fields[1:])
+
+
+PACKED_META = parsed(blob(MAX_PACKED), unpack_meta, "a packed ObjectMeta record")
+# a scan row's metadata is compared packed and decoded only for the winning copy (listing),
+# so the row check stops at "bytes of a format-1 record" (a 13-item array, then version 1)
+PACKED_ROW_META = starting(b"\x9d\x01", "a packed ObjectMeta record")
+
+INFO = Rpc(
+    "drive.info",
+    {},
+    {"online": BOOL, "total": COUNT, "free": COUNT, "errors": integer(-I64, I64)},
+)
+MAKE_BUCKET = Rpc("drive.make_bucket", {"b": BUCKET, "c": STAMP}, {})
+DELETE_BUCKET = Rpc("drive.delete_bucket", {"b": BUCKET, "f": BOOL}, {})
+LIST_BUCKETS = Rpc("drive.list_buckets", {}, {"buckets": map_of(BUCKET, STAMP, MAX_BUCKETS)})
+BUCKET_EXISTS = Rpc("drive.bucket_exists", {"b": BUCKET}, {"exists": BOOL})
+WRITE_SHARD = Rpc(
+    "drive.write_shard",
+    {"b": BUCKET, "v": VID, "p": PART},
+    {},
+    body="request: the shard's bytes, streamed; the reply comes once they are durable",
+)
+COMMIT = Rpc("drive.commit", {"b": BUCKET, "k": KEY, "m": PACKED_META, "i": INLINE}, {})
+ABORT = Rpc("drive.abort", {"b": BUCKET, "v": VID}, {})
+READ_META = Rpc("drive.read_meta", {"b": BUCKET, "k": KEY}, {"m": PACKED_META, "i": INLINE})
+READ_SHARD = Rpc(
+    "drive.read_shard",
+    {"b": BUCKET, "v": VID, "p": PART, "o": COUNT, "n": integer(0, MAX_SHARD_READ)},
+    {},
+    body="reply: up to n bytes of the shard from offset o",
+)
+DELETE = Rpc("drive.delete", {"b": BUCKET, "k": KEY, "v": optional(VID)}, {})
+_SCAN_ASK = {"b": BUCKET, "p": LISTING_ARG, "s": LISTING_ARG, "l": integer(0, MAX_SCAN_ASK)}
+SCAN = Rpc(
+    "drive.scan",
+    _SCAN_ASK,
+    {},
+    body="reply: msgpack [[key, packed meta], ...], sorted by key",
+    reply_body=list_of(tuple_of(KEY, PACKED_ROW_META, what="a [key, meta] row"), MAX_SCAN),
+)
+SCAN_DIGEST = Rpc(
+    "drive.scan_digest",
+    _SCAN_ASK,
+    {"n": integer(0, MAX_SCAN), "last": text(MAX_KEY), "h": blob(16, least=16)},
+)
+LOCK_ASK = {
+    "r": text(MAX_LOCK_RESOURCE, empty=False),
+    "o": text(MAX_LOCK_OWNER, empty=False),
+}
+LOCK = Rpc("drive.lock", LOCK_ASK | {"t": number(0, MAX_LOCK_TTL)}, {"g": BOOL})
+UNLOCK = Rpc("drive.unlock", LOCK_ASK, {})
+
+RPCS: tuple[Rpc, ...] = (
+    INFO, MAKE_BUCKET, DELETE_BUCKET, LIST_BUCKETS, BUCKET_EXISTS, WRITE_SHARD, COMMIT, ABORT,
+    READ_META, READ_SHARD, DELETE, SCAN, SCAN_DIGEST, LOCK, UNLOCK,
+)  # fmt: skip
+
+
+# -- client side ------------------------------------------------------------------------------
 def _drive_error(exc: BaseException) -> DriveError:
     if isinstance(exc, RemoteError) and exc.kind in _ERRORS:
         return _ERRORS[exc.kind](exc.message)
@@ -68,10 +212,14 @@ def _drive_error(exc: BaseException) -> DriveError:
     return DriveOffline(f"peer unreachable: {type(exc).__name__}: {exc}")
 
 
+def _malformed(peer: Peer, why: object) -> drv.DriveIOError:
+    return drv.DriveIOError(f"malformed reply from node {peer.node_id}: {why}")
+
+
 class RemoteShardWriter:
-    def __init__(self, call: StreamCall, timeout: float) -> None:
+    def __init__(self, call: StreamCall, peer: Peer) -> None:
         self._call = call
-        self._timeout = timeout
+        self._peer = peer
 
     async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
         try:
@@ -82,9 +230,13 @@ class RemoteShardWriter:
 
     async def finish(self) -> None:
         try:
-            await self._call.finish()
+            reply = await self._call.finish()
         except TransportError as exc:
             raise _drive_error(exc) from exc
+        try:
+            WRITE_SHARD.reply.check(reply.header)
+        except SchemaError as exc:
+            raise _malformed(self._peer, exc) from None
 
     async def abort(self) -> None:
         try:
@@ -123,150 +275,157 @@ class RemoteDrive:
     def online(self) -> bool:
         return self._is_alive(self.peer.node_id)
 
-    async def _call(self, method: str, header: dict[str, Any], body: bytes | None = None) -> Any:
+    def _check_online(self) -> None:
         if not self.online:
             raise DriveOffline(f"node {self.peer.node_id} is offline")
+
+    async def _call(self, rpc: Rpc, header: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The reply's checked header, and the reply (for a body)."""
+        self._check_online()
         header["d"] = self.drive_id
         started = time.perf_counter()
         try:
-            return await self._rpc.call(self.peer, method, header, body, timeout=self._timeout)
+            reply = await self._rpc.call(self.peer, rpc.method, header, None, timeout=self._timeout)
         except TransportError as exc:
             raise _drive_error(exc) from exc
         finally:
             if self._observe is not None:
-                self._observe(method, time.perf_counter() - started)
+                self._observe(rpc.method, time.perf_counter() - started)
+        try:
+            return rpc.reply.check(reply.header), reply
+        except SchemaError as exc:
+            raise _malformed(self.peer, exc) from None
 
     async def info(self) -> DriveInfo:
         try:
-            reply = await self._call("drive.info", {})
+            h, _ = await self._call(INFO, {})
         except DriveError:
             return DriveInfo(self.drive_id, self.endpoint, False, 0, 0, 0)
-        h = reply.header
         return DriveInfo(
             self.drive_id, self.endpoint, h["online"], h["total"], h["free"], h["errors"]
         )
 
     async def make_bucket(self, bucket: str, created: int) -> None:
-        await self._call("drive.make_bucket", {"b": bucket, "c": created})
+        await self._call(MAKE_BUCKET, {"b": bucket, "c": created})
 
     async def delete_bucket(self, bucket: str, *, force: bool = False) -> None:
-        await self._call("drive.delete_bucket", {"b": bucket, "f": force})
+        await self._call(DELETE_BUCKET, {"b": bucket, "f": force})
 
     async def list_buckets(self) -> dict[str, int]:
-        return (await self._call("drive.list_buckets", {})).header["buckets"]
+        return (await self._call(LIST_BUCKETS, {}))[0]["buckets"]
 
     async def bucket_exists(self, bucket: str) -> bool:
-        return (await self._call("drive.bucket_exists", {"b": bucket})).header["exists"]
+        return (await self._call(BUCKET_EXISTS, {"b": bucket}))[0]["exists"]
 
     async def open_shard(self, bucket: str, vid: str, part: int) -> ShardWriter:
-        if not self.online:
-            raise DriveOffline(f"node {self.peer.node_id} is offline")
+        self._check_online()
         header = {"d": self.drive_id, "b": bucket, "v": vid, "p": part}
         try:
             call = await self._rpc.open_stream(
-                self.peer, "drive.write_shard", header, timeout=self._shard_timeout
+                self.peer, WRITE_SHARD.method, header, timeout=self._shard_timeout
             )
         except TransportError as exc:
             raise _drive_error(exc) from exc
-        return RemoteShardWriter(call, self._shard_timeout)
+        return RemoteShardWriter(call, self.peer)
 
     async def commit(self, bucket: str, key: str, meta: ObjectMeta, inline: bytes | None) -> None:
-        await self._call("drive.commit", {"b": bucket, "k": key, "m": meta.pack(), "i": inline})
+        await self._call(COMMIT, {"b": bucket, "k": key, "m": meta.pack(), "i": inline})
 
     async def abort(self, bucket: str, vid: str) -> None:
-        await self._call("drive.abort", {"b": bucket, "v": vid})
+        await self._call(ABORT, {"b": bucket, "v": vid})
 
     async def read_meta(self, bucket: str, key: str) -> MetaRecord:
-        h = (await self._call("drive.read_meta", {"b": bucket, "k": key})).header
-        return MetaRecord(ObjectMeta.unpack(h["m"]), h["i"])
+        h, _ = await self._call(READ_META, {"b": bucket, "k": key})
+        return MetaRecord(h["m"], h["i"])  # "m" arrives checked and decoded
 
     async def read_shard(self, bucket: str, vid: str, part: int, offset: int, length: int) -> bytes:
-        if not self.online:
-            raise DriveOffline(f"node {self.peer.node_id} is offline")
+        self._check_online()
+        length = min(length, MAX_SHARD_READ)  # "up to length bytes": a shorter read is legal
         header = {"d": self.drive_id, "b": bucket, "v": vid, "p": part, "o": offset, "n": length}
         try:
             reply = await self._rpc.call(
-                self.peer, "drive.read_shard", header, None, timeout=self._shard_timeout
+                self.peer, READ_SHARD.method, header, None, timeout=self._shard_timeout
             )
-            return await reply.read(min(length, MAX_SHARD_READ))
+        except TransportError as exc:
+            raise _drive_error(exc) from exc
+        try:
+            READ_SHARD.reply.check(reply.header)
+        except SchemaError as exc:
+            raise _malformed(self.peer, exc) from None
+        return await self._body(READ_SHARD, reply, length)
+
+    async def _body(self, rpc: Rpc, reply: Any, limit: int) -> bytes:
+        try:
+            return await reply.read(limit)
+        except BodyTooLarge:  # the peer answered, with more than it was asked for
+            raise _malformed(self.peer, f"{rpc.method} reply body over {limit} bytes") from None
         except TransportError as exc:
             raise _drive_error(exc) from exc
 
     async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
-        await self._call("drive.delete", {"b": bucket, "k": key, "v": vid})
+        await self._call(DELETE, {"b": bucket, "k": key, "v": vid})
 
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int
-    ) -> list[tuple[str, ObjectMeta]]:
-        reply = await self._call(
-            "drive.scan", {"b": bucket, "p": prefix, "s": start_after, "l": limit}
-        )
+    ) -> list[tuple[str, bytes]]:
+        _, reply = await self._call(SCAN, {"b": bucket, "p": prefix, "s": start_after, "l": limit})
+        raw = await self._body(SCAN, reply, MAX_META_REPLY)
         try:
-            rows = msgpack.unpackb(await reply.read(MAX_META_REPLY))
-        except TransportError as exc:
-            raise _drive_error(exc) from exc
+            rows = msgpack.unpackb(raw)
+        except Exception as exc:  # msgpack raises several unrelated types on garbage
+            why = f"drive.scan reply body is not msgpack ({type(exc).__name__})"
+            raise _malformed(self.peer, why) from None
+        try:
+            SCAN.check_reply_body(rows)
+        except SchemaError as exc:
+            raise _malformed(self.peer, exc) from None
+        if len(rows) > max(limit, 0):
+            why = f"drive.scan answered {len(rows)} rows for a limit of {limit}"
+            raise _malformed(self.peer, why)
         return [(key, packed) for key, packed in rows]
 
     async def scan_digest(
         self, bucket: str, prefix: str, start_after: str, limit: int
     ) -> ScanDigest:
-        h = (
-            await self._call(
-                "drive.scan_digest", {"b": bucket, "p": prefix, "s": start_after, "l": limit}
-            )
-        ).header
+        header = {"b": bucket, "p": prefix, "s": start_after, "l": limit}
+        h, _ = await self._call(SCAN_DIGEST, header)
         return ScanDigest(h["n"], h["last"], h["h"])
 
     async def lock(self, resource: str, owner: str, ttl: float) -> bool:
-        h = (await self._call("drive.lock", {"r": resource, "o": owner, "t": ttl})).header
-        return h.get("g") is True
+        h, _ = await self._call(LOCK, {"r": resource, "o": owner, "t": ttl})
+        return h["g"]
 
     async def unlock(self, resource: str, owner: str) -> None:
-        await self._call("drive.unlock", {"r": resource, "o": owner})
+        await self._call(UNLOCK, {"r": resource, "o": owner})
 
 
 # -- server side ------------------------------------------------------------------------------
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _bounded_str(h: dict[str, Any], field: str, what: str, most: int) -> str:
-    value = h.get(field)
-    if not isinstance(value, str) or not value:
-        raise RpcFault("bad-request", f"{what} must be a non-empty string")
-    if len(value) > most or len(value.encode("utf-8", "surrogatepass")) > most:
-        raise RpcFault("bad-request", f"{what} longer than {most} bytes")
-    return value
-
-
-def _lock_fields(h: dict[str, Any]) -> tuple[str, str]:
-    """The (resource, owner) of a lock or unlock call, checked; bad input is "bad-request"."""
-    return (
-        _bounded_str(h, "r", "lock resource", MAX_LOCK_RESOURCE),
-        _bounded_str(h, "o", "lock owner", MAX_LOCK_OWNER),
-    )
-
-
-def _lock_ttl(h: dict[str, Any]) -> float:
-    ttl = h.get("t")
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_LOCK_TTL:
-        raise RpcFault("bad-request", f"lock ttl must be a number in (0, {MAX_LOCK_TTL:.0f}]")
-    return float(ttl)
+Serve = Callable[[Drive, dict[str, Any], Request], Awaitable[Response]]
 
 
 def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
     """The RPC methods that expose this node's drives to its peers."""
 
-    def pick(req: Request) -> Drive:
-        drive_id = req.header.get("d")
+    def pick(header: dict[str, Any]) -> Drive:
+        drive_id = header.get("d")
         drive = drives.get(drive_id) if isinstance(drive_id, str) else None
         if drive is None:
-            raise RpcFault("DriveOffline", f"no drive {req.header.get('d')!r} on this node")
+            raise RpcFault("DriveOffline", f"no drive {drive_id!r:.80} on this node")
         return drive
 
-    def wrap(fn: Callable[[Drive, dict[str, Any], Request], Awaitable[Response]]) -> Handler:
+    def serve(rpc: Rpc, fn: Serve) -> Handler:
+        check = rpc.request.check
+
         async def handler(req: Request) -> Response:
             try:
-                return await fn(pick(req), req.header, req)
+                h = check(req.header)
+            except SchemaError as exc:
+                log.warning("bad-request from %s: %s", req.peer_id, exc)  # names the method
+                raise RpcFault("bad-request", str(exc)) from None
+            drive = pick(h)
+            try:
+                return await fn(drive, h, req)
             except DriveError as exc:
                 raise RpcFault(type(exc).__name__, str(exc)) from exc
 
@@ -303,7 +462,7 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         return Response({})
 
     async def commit(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        await d.commit(h["b"], h["k"], ObjectMeta.unpack(h["m"]), h["i"])
+        await d.commit(h["b"], h["k"], h["m"], h["i"])  # "m" arrives checked and decoded
         return Response({})
 
     async def abort(d: Drive, h: dict[str, Any], req: Request) -> Response:
@@ -315,7 +474,7 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         return Response({"m": rec.meta.pack(), "i": rec.inline})
 
     async def read_shard(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        data = await d.read_shard(h["b"], h["v"], h["p"], h["o"], min(h["n"], MAX_SHARD_READ))
+        data = await d.read_shard(h["b"], h["v"], h["p"], h["o"], h["n"])
         return Response({}, data)
 
     async def delete(d: Drive, h: dict[str, Any], req: Request) -> Response:
@@ -323,37 +482,35 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         return Response({})
 
     async def scan(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], 1001))
+        rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN))
         return Response({}, msgpack.packb(rows))
 
     async def scan_digest(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], 1001))
+        got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN))
         return Response({"n": got.count, "last": got.last_key, "h": got.digest})
 
     async def lock(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        resource, owner = _lock_fields(h)
-        return Response({"g": await d.lock(resource, owner, _lock_ttl(h))})
+        return Response({"g": await d.lock(h["r"], h["o"], float(h["t"]))})
 
     async def unlock(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        resource, owner = _lock_fields(h)
-        await d.unlock(resource, owner)
+        await d.unlock(h["r"], h["o"])
         return Response({})
 
-    table = {
-        "info": info,
-        "make_bucket": make_bucket,
-        "delete_bucket": delete_bucket,
-        "list_buckets": list_buckets,
-        "bucket_exists": bucket_exists,
-        "write_shard": write_shard,
-        "commit": commit,
-        "abort": abort,
-        "read_meta": read_meta,
-        "read_shard": read_shard,
-        "delete": delete,
-        "scan": scan,
-        "scan_digest": scan_digest,
-        "lock": lock,
-        "unlock": unlock,
+    table: dict[Rpc, Serve] = {
+        INFO: info,
+        MAKE_BUCKET: make_bucket,
+        DELETE_BUCKET: delete_bucket,
+        LIST_BUCKETS: list_buckets,
+        BUCKET_EXISTS: bucket_exists,
+        WRITE_SHARD: write_shard,
+        COMMIT: commit,
+        ABORT: abort,
+        READ_META: read_meta,
+        READ_SHARD: read_shard,
+        DELETE: delete,
+        SCAN: scan,
+        SCAN_DIGEST: scan_digest,
+        LOCK: lock,
+        UNLOCK: unlock,
     }
-    return {f"drive.{name}": wrap(fn) for name, fn in table.items()}
+    return {rpc.method: serve(rpc, fn) for rpc, fn in table.items()}

@@ -427,17 +427,7 @@ CHECKS = [
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-async def test_drive_conformance(request, check, make_drive):
-    kind = request.node.callspec.params["make_drive"]
-    if check is check_stale_commit_is_refused and kind == "remote":
-        # cluster/drive_rpc.py's _ERRORS does not list StaleVersion yet, so it crosses the
-        # wire as DriveIOError("peer error StaleVersion: ..."); the drive's state is right
-        # (checked before the type). Strict: red once drive_rpc maps it, drop this then.
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, raises=AssertionError, reason="drive_rpc does not map StaleVersion"
-            )
-        )
+async def test_drive_conformance(check, make_drive):
     await asyncio.wait_for(check(make_drive), 20)
 
 
