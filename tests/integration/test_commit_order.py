@@ -9,8 +9,7 @@ retry of the current version (same vid) still succeeds. Real LocalDrives in temp
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -131,45 +130,32 @@ async def test_shards_staged_again_for_the_current_version_replace_its_files(dri
     assert dirs(drive) == [NEW] and staged_files(drive.root) == []
 
 
-async def test_a_failed_retry_of_the_current_version_keeps_its_data(drive, monkeypatch):
-    """A commit that fails must drop only a directory no metadata references."""
-    await put(drive, NEW, 200, b"new!!", inline=False)
-
-    async def eio(fn):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(drive.index, "write", eio)  # LMDB fails after the install step
-    with pytest.raises(DriveError, match="Input/output error"):
-        await drive.commit("bkt", "k", meta(NEW, 200, inline=False), None)
-    monkeypatch.undo()
-    assert await current_body(drive) == (NEW, b"new!!")
-    assert dirs(drive) == [NEW]
-
-
-async def test_a_cancelled_commit_never_leaves_a_version_without_its_data(drive, monkeypatch):
+async def test_a_cancelled_commit_never_leaves_a_version_without_its_data(drive):
     """Cancelling commit() does not stop the group transaction already in the index's
-    thread: if the version lands, its directory must still be there."""
-    real_apply = drive.index._apply
-    in_txn = threading.Event()
-
-    def slow_apply(batch):
-        in_txn.set()
-        time.sleep(0.3)  # the real write, on a slow disk
-        return real_apply(batch)
-
-    monkeypatch.setattr(drive.index, "_apply", slow_apply)
-    writer = await drive.open_shard("bkt", NEW, 1)
-    await writer.write([b"new!!"])
-    await writer.finish()
-    task = asyncio.create_task(drive.commit("bkt", "k", meta(NEW, 200, inline=False), None))
-    await asyncio.to_thread(in_txn.wait, 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    while drive.index._running is not None:  # the group commit finishes on its own
-        await asyncio.sleep(0.02)
-    assert await current_body(drive) == (NEW, b"new!!")
-    assert dirs(drive) == [NEW]
+    thread: whenever the cancel lands (here at every point of the first few loop turns),
+    a version that became current still has its directory, and one that did not leaves
+    nothing the index references."""
+    for turns in range(12):
+        vid = f"{turns:02d}" + NEW[2:]
+        writer = await drive.open_shard("bkt", vid, 1)
+        await writer.write([b"new!!"])
+        await writer.finish()
+        task = asyncio.create_task(
+            drive.commit("bkt", "k", meta(vid, 200 + turns, inline=False), None)
+        )
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        while drive.index._running is not None:  # the group commit finishes on its own
+            await asyncio.sleep(0.02)
+        try:
+            record = await drive.read_meta("bkt", "k")
+        except FileNotFound:
+            continue  # cancelled before it landed: an unreferenced directory is the sweep's
+        assert record.meta.vid in dirs(drive)
+        assert await current_body(drive) == (record.meta.vid, b"new!!")
 
 
 async def test_concurrent_commits_end_with_the_newer_version(drive):
