@@ -17,7 +17,7 @@ PKGS    = erasure transport cluster healing node
 # same way (node/codecache.py: ~30 ms of each start; ~0.5 s here, written only when new).
 venv: $(STAMP)
 	$(BIN)/python -m compileall -q $(PKGS)
-	$(BIN)/python -m node.codecache
+	$(BIN)/python -m shardfleet.node.codecache
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

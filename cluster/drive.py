@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 
 import msgpack
 
-from cluster.meta import ObjectMeta
+from shardfleet.cluster.meta import ObjectMeta
 
 
 class DriveError(Exception):

@@ -35,8 +35,8 @@ from typing import Any
 
 import msgpack
 
-from cluster import drive as drv
-from cluster.drive import (
+from shardfleet.cluster import drive as drv
+from shardfleet.cluster.drive import (
     MAX_LOCK_OWNER,
     MAX_LOCK_RESOURCE,
     MAX_LOCK_TTL,
@@ -48,8 +48,8 @@ from cluster.drive import (
     ScanDigest,
     ShardWriter,
 )
-from cluster.meta import ObjectMeta
-from cluster.rpc_schema import (
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.rpc_schema import (
     BOOL,
     I64,
     Rpc,
@@ -66,8 +66,8 @@ from cluster.rpc_schema import (
     text,
     tuple_of,
 )
-from transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, StreamCall
-from transport.errors import BodyTooLarge, RemoteError, TransportError
+from shardfleet.transport.endpoint import Peer, Request, Response, RpcEndpoint, RpcFault, StreamCall
+from shardfleet.transport.errors import BodyTooLarge, RemoteError, TransportError
 
 log = logging.getLogger(__name__)
 

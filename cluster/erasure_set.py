@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cluster.drive import Drive
-from erasure import Codec, ErasureParams
+from shardfleet.cluster.drive import Drive
+from shardfleet.erasure import Codec, ErasureParams
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.drive import (
+from shardfleet.cluster.drive import (
     Drive,
     DriveFull,
     DriveInfo,
@@ -67,7 +67,7 @@ from cluster.drive import (
     ScanDigest,
     ShardWriter,
 )
-from cluster.meta import ObjectMeta
+from shardfleet.cluster.meta import ObjectMeta
 
 DRIVE_METHODS = frozenset(
     {

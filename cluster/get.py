@@ -19,13 +19,13 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
-from cluster.cpu import run_cpu
-from cluster.drive import FileNotFound, MetaRecord, VolumeNotFound
-from cluster.erasure_set import ErasureSet
-from cluster.errors import NoSuchBucket, NoSuchKey, ReadQuorumLost
-from cluster.meta import ObjectMeta, pick_agreed
-from cluster.quorum import fan_out
-from erasure import (
+from shardfleet.cluster.cpu import run_cpu
+from shardfleet.cluster.drive import FileNotFound, MetaRecord, VolumeNotFound
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import NoSuchBucket, NoSuchKey, ReadQuorumLost
+from shardfleet.cluster.meta import ObjectMeta, pick_agreed
+from shardfleet.cluster.quorum import fan_out
+from shardfleet.erasure import (
     BitrotError,
     ErasureError,
     ErasureParams,
@@ -33,7 +33,7 @@ from erasure import (
     stripes_for_range,
     verify_block,
 )
-from erasure.stripe import data_blocks_for_range
+from shardfleet.erasure.stripe import data_blocks_for_range
 
 # Per drive per read: fewer, larger shard RPCs (1 MiB batches cost ~25% of GET throughput).
 READ_BATCH = 2 << 20

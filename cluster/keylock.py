@@ -51,10 +51,10 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
-from cluster.drive import MAX_LOCK_TTL, Drive
-from cluster.erasure_set import ErasureSet
-from cluster.errors import LockConflict
-from cluster.quorum import fan_out
+from shardfleet.cluster.drive import MAX_LOCK_TTL, Drive
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import LockConflict
+from shardfleet.cluster.quorum import fan_out
 
 log = logging.getLogger(__name__)
 

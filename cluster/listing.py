@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.drive import VolumeNotFound, scan_digest
-from cluster.erasure_set import ErasureSet
-from cluster.errors import NoSuchBucket, ReadQuorumLost
-from cluster.meta import ObjectMeta, pick_agreed_packed, summary
-from cluster.quorum import fan_out
+from shardfleet.cluster.drive import VolumeNotFound, scan_digest
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import NoSuchBucket, ReadQuorumLost
+from shardfleet.cluster.meta import ObjectMeta, pick_agreed_packed, summary
+from shardfleet.cluster.quorum import fan_out
 
 MAX_BATCH = 1001  # one page of 1,000 keys and the one that says whether more follow
 PAST = "\U0010ffff"  # sorts after every character a key can continue with

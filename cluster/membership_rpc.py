@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cluster.membership import MembershipView
-from transport.endpoint import Handler, Peer, Request, Response, RpcEndpoint
+from shardfleet.cluster.membership import MembershipView
+from shardfleet.transport.endpoint import Handler, Peer, Request, Response, RpcEndpoint
 
 PING = "member.ping"
 

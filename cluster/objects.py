@@ -12,9 +12,9 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from cluster.drive import DriveError, FileNotFound, VolumeExists, VolumeNotFound
-from cluster.erasure_set import ErasureSet
-from cluster.errors import (
+from shardfleet.cluster.drive import DriveError, FileNotFound, VolumeExists, VolumeNotFound
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import (
     BucketExists,
     BucketNotEmpty,
     ClusterPartitioned,
@@ -22,14 +22,14 @@ from cluster.errors import (
     NoSuchKey,
     ReadQuorumLost,
 )
-from cluster.get import Chunk, Getter, ReadHandle
-from cluster.hlc import HybridClock
-from cluster.keylock import hold
-from cluster.listing import PAST, ListPage, list_objects
-from cluster.meta import ObjectMeta
-from cluster.placement import set_index
-from cluster.put import Body, Condition, PutRequest, Putter
-from cluster.quorum import fan_out, reach_quorum
+from shardfleet.cluster.get import Chunk, Getter, ReadHandle
+from shardfleet.cluster.hlc import HybridClock
+from shardfleet.cluster.keylock import hold
+from shardfleet.cluster.listing import PAST, ListPage, list_objects
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.placement import set_index
+from shardfleet.cluster.put import Body, Condition, PutRequest, Putter
+from shardfleet.cluster.quorum import fan_out, reach_quorum
 
 log = logging.getLogger(__name__)
 

@@ -26,17 +26,17 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from cluster.cpu import run_cpu
-from cluster.drive import DriveError, ShardWriter, StaleVersion, VolumeNotFound
-from cluster.erasure_set import ErasureSet
-from cluster.errors import NoSuchBucket, NoSuchKey, WriteQuorumLost
-from cluster.get import Getter
-from cluster.hlc import HybridClock
-from cluster.keylock import hold
-from cluster.meta import ObjectMeta
-from cluster.placement import distribution
-from cluster.quorum import fan_out
-from erasure import Codec, frame_header
+from shardfleet.cluster.cpu import run_cpu
+from shardfleet.cluster.drive import DriveError, ShardWriter, StaleVersion, VolumeNotFound
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import NoSuchBucket, NoSuchKey, WriteQuorumLost
+from shardfleet.cluster.get import Getter
+from shardfleet.cluster.hlc import HybridClock
+from shardfleet.cluster.keylock import hold
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.placement import distribution
+from shardfleet.cluster.quorum import fan_out
+from shardfleet.erasure import Codec, frame_header
 
 INLINE_LIMIT = 128 << 10
 INLINE_ON_LOOP = 16 << 10  # below this, a thread hop costs more than the encoding

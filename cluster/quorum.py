@@ -94,7 +94,7 @@ async def reach_quorum(
     raises WriteQuorumLost (ReadQuorumLost when not `write`) naming every drive's error.
     `on_short`, given the errors, may raise a more precise error first (NoSuchBucket when
     enough drives say the bucket is gone)."""
-    from cluster.errors import ReadQuorumLost, WriteQuorumLost
+    from shardfleet.cluster.errors import ReadQuorumLost, WriteQuorumLost
 
     results, errors = await fan_out(calls, timeout=timeout, need=need, grace=grace)
     got = (

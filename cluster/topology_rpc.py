@@ -16,8 +16,8 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
-from cluster.topology import ClusterTopology
-from transport.endpoint import Handler, Peer, Request, Response, RpcEndpoint, RpcFault
+from shardfleet.cluster.topology import ClusterTopology
+from shardfleet.transport.endpoint import Handler, Peer, Request, Response, RpcEndpoint, RpcFault
 
 TOPOLOGY_GET = "cluster.topology.get"
 TOPOLOGY_PUT = "cluster.topology.put"

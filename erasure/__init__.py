@@ -4,11 +4,17 @@ Imports nothing of ours; no I/O. Callers run the CPU-heavy parts in a thread poo
 (zfec, hashlib and crc32c release the GIL).
 """
 
-from erasure.checksum import crc32c, frame_header, verify_block
-from erasure.codec import Codec
-from erasure.errors import BitrotError, ErasureError, NotEnoughShards
-from erasure.params import ErasureParams
-from erasure.stripe import CRC_LEN, StripeSpan, shard_file_size, stripe_count, stripes_for_range
+from shardfleet.erasure.checksum import crc32c, frame_header, verify_block
+from shardfleet.erasure.codec import Codec
+from shardfleet.erasure.errors import BitrotError, ErasureError, NotEnoughShards
+from shardfleet.erasure.params import ErasureParams
+from shardfleet.erasure.stripe import (
+    CRC_LEN,
+    StripeSpan,
+    shard_file_size,
+    stripe_count,
+    stripes_for_range,
+)
 
 __all__ = [
     "CRC_LEN",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from erasure.errors import BitrotError
+from shardfleet.erasure.errors import BitrotError
 
 
 @functools.cache

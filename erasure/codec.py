@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import zfec
 
-from erasure.errors import BadShardSize, NotEnoughShards
-from erasure.params import ErasureParams
+from shardfleet.erasure.errors import BadShardSize, NotEnoughShards
+from shardfleet.erasure.params import ErasureParams
 
 Buffer = bytes | bytearray | memoryview
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from erasure.params import ErasureParams
+from shardfleet.erasure.params import ErasureParams
 
 CRC_LEN = 4
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 
-from cluster.drive import DriveError, VolumeExists, VolumeNotFound
-from cluster.erasure_set import ErasureSet
-from cluster.quorum import fan_out
-from healing.worker import Worker
+from shardfleet.cluster.drive import DriveError, VolumeExists, VolumeNotFound
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.quorum import fan_out
+from shardfleet.healing.worker import Worker
 
 log = logging.getLogger(__name__)
 

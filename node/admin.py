@@ -20,22 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from node.s3.context import send_continue, split_query
-from node.s3.errors import (
+from shardfleet.node.s3.context import send_continue, split_query
+from shardfleet.node.s3.errors import (
     AccessDenied,
     InvalidRequest,
     S3Error,
     XAmzContentSHA256Mismatch,
     from_internal,
 )
-from node.s3.router import error_response, new_request_id
-from node.s3.sigv4 import RequestView, verify_request
+from shardfleet.node.s3.router import error_response, new_request_id
+from shardfleet.node.s3.sigv4 import RequestView, verify_request
 
 if TYPE_CHECKING:
-    from cluster.objects import ObjectLayer
-    from node.clusterwire import ClusterRuntime
-    from node.config import NodeConfig
-    from node.metrics import Metrics
+    from shardfleet.cluster.objects import ObjectLayer
+    from shardfleet.node.clusterwire import ClusterRuntime
+    from shardfleet.node.config import NodeConfig
+    from shardfleet.node.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ async def add_pool(
     seed."""
     from pydantic import ValidationError
 
-    from cluster.topology import NodeSpec
-    from node.config import ClusterNode
+    from shardfleet.cluster.topology import NodeSpec
+    from shardfleet.node.config import ClusterNode
 
     if cluster is None:
         raise InvalidRequest("a standalone node has no pools to add to")
@@ -208,7 +208,7 @@ def _call(
     timeout: float = 10.0,
 ) -> dict[str, Any]:
     """One signed admin request; failures end the command with a readable message."""
-    from node.s3.signer import sign
+    from shardfleet.node.s3.signer import sign
 
     url = endpoint.rstrip("/") + ADMIN_PREFIX + what
     headers = sign(method, url, access_key, secret_key, region=region, body=body)

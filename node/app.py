@@ -19,25 +19,25 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cluster.erasure_set import ErasureSet
-from cluster.objects import ObjectLayer
-from healing.buckets import BucketSync
-from node import lazy_init
-from node.config import NodeConfig
-from node.logs import flush_periodically
-from node.malloc import tune_allocator
-from node.metrics import Metrics
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.objects import ObjectLayer
+from shardfleet.healing.buckets import BucketSync
+from shardfleet.node import lazy_init
+from shardfleet.node.config import NodeConfig
+from shardfleet.node.logs import flush_periodically
+from shardfleet.node.malloc import tune_allocator
+from shardfleet.node.metrics import Metrics
 
 if TYPE_CHECKING:
-    from cluster.topology import ClusterTopology
-    from node.clusterwire import ClusterRuntime
-from node.admin import ADMIN_PREFIX, admin_api
-from node.s3.context import S3Services
-from node.s3.errors import ServiceUnavailable
-from node.s3.router import error_response, make_handler, new_request_id
-from node.s3.server import S3Server
-from node.storage.format import FormatError, open_drives
-from node.storage.local_drive import LocalDrive
+    from shardfleet.cluster.topology import ClusterTopology
+    from shardfleet.node.clusterwire import ClusterRuntime
+from shardfleet.node.admin import ADMIN_PREFIX, admin_api
+from shardfleet.node.s3.context import S3Services
+from shardfleet.node.s3.errors import ServiceUnavailable
+from shardfleet.node.s3.router import error_response, make_handler, new_request_id
+from shardfleet.node.s3.server import S3Server
+from shardfleet.node.storage.format import FormatError, open_drives
+from shardfleet.node.storage.local_drive import LocalDrive
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Node:
 
     # -- wiring -------------------------------------------------------------------------
     def _open_cluster(self) -> ObjectLayer:
-        from node import clusterwire
+        from shardfleet.node import clusterwire
 
         assert self._topology is not None
         self.cluster = clusterwire.build(
@@ -88,7 +88,7 @@ class Node:
     async def _resolve_topology(self) -> None:
         """Pool-0 nodes read the topology from their drives; a node of a later pool asks a
         seed, then takes its drives and S3 address from its entry there."""
-        from node import clusterwire
+        from shardfleet.node import clusterwire
 
         config = self.config
         pool0 = clusterwire.first_pool(config)

@@ -27,19 +27,25 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.drive import Drive, OfflineDrive
-from cluster.drive_rpc import RemoteDrive, drive_handlers
-from cluster.erasure_set import ErasureSet
-from cluster.membership import Heartbeat, MembershipConfig, MembershipView
-from cluster.membership_rpc import membership_handlers, ping
-from cluster.topology import ClusterTopology, NodeSpec, form_sets, pool_formats, shards_per_node
-from cluster.topology_rpc import get_topology, push_topology, topology_handlers
-from node.config import NodeConfig
-from node.storage.format import FormatError, open_assigned
-from node.storage.fsutil import atomic_write
-from node.storage.local_drive import LocalDrive
-from transport.endpoint import Peer, RpcEndpoint, TransportConfig
-from transport.tls import TlsFiles
+from shardfleet.cluster.drive import Drive, OfflineDrive
+from shardfleet.cluster.drive_rpc import RemoteDrive, drive_handlers
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.membership import Heartbeat, MembershipConfig, MembershipView
+from shardfleet.cluster.membership_rpc import membership_handlers, ping
+from shardfleet.cluster.topology import (
+    ClusterTopology,
+    NodeSpec,
+    form_sets,
+    pool_formats,
+    shards_per_node,
+)
+from shardfleet.cluster.topology_rpc import get_topology, push_topology, topology_handlers
+from shardfleet.node.config import NodeConfig
+from shardfleet.node.storage.format import FormatError, open_assigned
+from shardfleet.node.storage.fsutil import atomic_write
+from shardfleet.node.storage.local_drive import LocalDrive
+from shardfleet.transport.endpoint import Peer, RpcEndpoint, TransportConfig
+from shardfleet.transport.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ version) keyed by their source text, so a start only compiles what it has not se
 typing (module globals shadowing the builtins, so nothing else in the process is touched)
 and `uninstall()` takes it out again, once the imports are done. `save()` writes the file
 when this start compiled something new (atomically; not under ``PYTHONDONTWRITEBYTECODE``,
-and a read-only install simply keeps compiling). ``python -m node.codecache`` fills it
+and a read-only install simply keeps compiling). ``python -m shardfleet.node.codecache`` fills it
 the way compileall fills __pycache__ (`make venv` runs both). The code objects are what
 compile() returns for that text: a stale or foreign entry can only go unused, and an
 unreadable file is ignored.
@@ -118,7 +118,7 @@ def import_server_libraries() -> None:
     loads of the client's default SSL contexts) and prometheus_client (its exposition
     servers and default collectors) run once the node serves: see node.lazy_init. Measured
     against plain imports with only those CA loads deferred: ~45 ms sooner."""
-    from node import lazy_init
+    from shardfleet.node import lazy_init
 
     lazy_init.import_parts("aiohttp", "aiohttp.web", copy=("__version__",))
     lazy_init.import_parts(
@@ -143,8 +143,8 @@ def serve_imports() -> None:
     time them (warm() below, the start-up benchmark)."""
     no_pydantic_plugins()
     import_server_libraries()
-    import node.app  # noqa: F401
-    import node.config  # noqa: F401
+    import shardfleet.node.app  # noqa: F401
+    import shardfleet.node.config  # noqa: F401
 
 
 _PLUGIN_LOADER = "pydantic.plugin._loader"

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from erasure import ErasureParams
+from shardfleet.erasure import ErasureParams
 
 DEV_ACCESS_KEY = "shardfleet-dev"
 DEV_SECRET_KEY = "shardfleet-dev-secret-key"

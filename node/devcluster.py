@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from erasure import ErasureParams
+from shardfleet.erasure import ErasureParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ def serve_command(data: Path, drives: int, ec: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "node.main",
+        "shardfleet.node.main",
         "serve",
         "--data",
         str(data),
@@ -85,7 +85,7 @@ def free_base_port(nodes: int, host: str = "127.0.0.1") -> int:
 
 def write_cluster_files(spec: DevClusterSpec) -> Path:
     """CA, node certificates and cluster.toml under spec.data; returns the TOML path."""
-    from transport.tls import create_ca, issue_node_cert
+    from shardfleet.transport.tls import create_ca, issue_node_cert
 
     params = ErasureParams.parse(spec.ec)
     total = spec.nodes * spec.drives_per_node
@@ -147,9 +147,9 @@ class DevCluster:
     ) -> list[int]:
         """Adds a pool of `nodes` new node processes through `admin add-pool`; returns their
         numbers. They start with the same cluster file and learn their place from a seed."""
-        from node.admin import post_pool
-        from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
-        from transport.tls import issue_node_cert
+        from shardfleet.node.admin import post_pool
+        from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+        from shardfleet.transport.tls import issue_node_cert
 
         spec = self.spec
         data = spec.data.resolve()
@@ -202,7 +202,7 @@ class DevCluster:
             [
                 sys.executable,
                 "-m",
-                "node.main",
+                "shardfleet.node.main",
                 "serve",
                 "--config",
                 str(self.config),
@@ -262,7 +262,12 @@ class DevCluster:
 
 def run(spec: DevClusterSpec) -> int:
     """The CLI: start, print, wait for a signal, stop everything."""
-    from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY
+    from shardfleet.node.config import (
+        DEV_ACCESS_KEY,
+        DEV_SECRET_KEY,
+        ENV_ACCESS_KEY,
+        ENV_SECRET_KEY,
+    )
 
     cluster = DevCluster(spec)
     stop = False

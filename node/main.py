@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from node.codecache import CodeCache
-    from node.config import NodeConfig
+    from shardfleet.node.codecache import CodeCache
+    from shardfleet.node.config import NodeConfig
 
 
 def _serve_args(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
 
 
 def _drive_paths(args: argparse.Namespace) -> list[Path] | None:
-    from node.config import ConfigError
+    from shardfleet.node.config import ConfigError
 
     paths = list(args.drive or [])
     if args.data is not None or args.drives is not None:
@@ -128,7 +128,7 @@ def _keep_imports_out_of_gc() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     # serve's start-up import steps live in node.codecache, whose warm() replays them
-    from node.codecache import CodeCache, no_pydantic_plugins
+    from shardfleet.node.codecache import CodeCache, no_pydantic_plugins
 
     no_pydantic_plugins()
     code_cache = CodeCache()
@@ -140,11 +140,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
-    from node.codecache import import_server_libraries
+    from shardfleet.node.codecache import import_server_libraries
 
     import_server_libraries()
-    from node.config import ConfigError, load
-    from node.storage.format import FormatError
+    from shardfleet.node.config import ConfigError, load
+    from shardfleet.node.storage.format import FormatError
 
     try:
         config = load(
@@ -173,7 +173,7 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
         config = config.model_copy(
             update={"cluster": config.cluster.model_copy(update={"seeds": args.join})}
         )
-    from node.logs import setup
+    from shardfleet.node.logs import setup
 
     setup(config.log_level, config.log_format)
     try:
@@ -184,7 +184,7 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
         pass
     import asyncio
 
-    import node.app  # noqa: F401 - the last big import, before the GC comes back on
+    import shardfleet.node.app  # noqa: F401 - the last big import, before the GC comes back on
 
     code_cache.save()
     code_cache.close()  # the imports are done: out of dataclasses' and typing's way
@@ -204,7 +204,7 @@ async def _run(config: NodeConfig) -> int:
     import logging
     import signal
 
-    from node.app import Node, pid_banner
+    from shardfleet.node.app import Node, pid_banner
 
     node = Node(config)
     stop = asyncio.Event()
@@ -222,7 +222,7 @@ async def _run(config: NodeConfig) -> int:
 
 
 def certs(args: argparse.Namespace) -> int:
-    from transport.tls import create_ca, issue_node_cert
+    from shardfleet.transport.tls import create_ca, issue_node_cert
 
     try:
         if args.certs_command == "init":
@@ -241,13 +241,18 @@ def certs(args: argparse.Namespace) -> int:
 def admin(args: argparse.Namespace) -> int:
     import json
 
-    from node.admin import fetch_status, render_status
-    from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY
+    from shardfleet.node.admin import fetch_status, render_status
+    from shardfleet.node.config import (
+        DEV_ACCESS_KEY,
+        DEV_SECRET_KEY,
+        ENV_ACCESS_KEY,
+        ENV_SECRET_KEY,
+    )
 
     ak = os.environ.get(ENV_ACCESS_KEY, DEV_ACCESS_KEY)
     sk = os.environ.get(ENV_SECRET_KEY, DEV_SECRET_KEY)
     if args.admin_command == "top":
-        from node.top import run
+        from shardfleet.node.top import run
 
         try:
             return run(
@@ -262,7 +267,7 @@ def admin(args: argparse.Namespace) -> int:
     if args.admin_command == "add-pool":
         import tomllib
 
-        from node.admin import post_pool
+        from shardfleet.node.admin import post_pool
 
         try:
             nodes = tomllib.loads(args.pool.read_text()).get("nodes", [])
@@ -283,7 +288,7 @@ def admin(args: argparse.Namespace) -> int:
 
 
 def dev_cluster(args: argparse.Namespace) -> int:
-    from node.devcluster import DevClusterSpec, run
+    from shardfleet.node.devcluster import DevClusterSpec, run
 
     spec = DevClusterSpec(
         nodes=args.nodes,
@@ -303,7 +308,7 @@ def dev_cluster(args: argparse.Namespace) -> int:
 def config_check(args: argparse.Namespace) -> int:
     import tomllib
 
-    from node.config import ConfigError, load
+    from shardfleet.node.config import ConfigError, load
 
     try:
         raw = tomllib.loads(args.file.read_text())

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from node.admin import fetch_status
+from shardfleet.node.admin import fetch_status
 
 
 def _rates(prev: dict[str, float] | None, cur: dict[str, float]) -> dict[str, float]:

@@ -8,10 +8,10 @@ Imports nothing of ours. The public surface, all re-exported here:
     create_ca, issue_node_cert, load_identity, TlsFiles, CaFiles
     TransportError > ConnectFailed, AuthFailed, RpcTimeout, PeerGone, RemoteError, ...
     RpcFault (raised by handlers)
-    UnsupportedAioquic (raised by `import transport` for an aioquic outside its range)
+    UnsupportedAioquic (raised by `import shardfleet.transport` for an aioquic outside its range)
 
 aioquic is fenced: written and tested against 1.7.2, accepted as ``>=1.7.2,<1.8``
-(pyproject.toml and `transport._aioquic_fence.SUPPORTED`, checked to agree). Importing
+(pyproject.toml and `shardfleet.transport._aioquic_fence.SUPPORTED`, checked to agree). Importing
 this package refuses any other release before a module below touches aioquic. The
 private aioquic names the transport relies on, i.e. the work of an upgrade (O = override
 of a private method, P = monkeypatch of aioquic's class, R/W = private attribute read or
@@ -74,11 +74,11 @@ against aioquic's own functions).
 """
 
 # First, before any module below imports aioquic: refuses an unsupported release
-from transport._aioquic_fence import UnsupportedAioquic
-from transport.calls import Peer, PeerState, Reply, Request, Response, StreamCall
-from transport.config import TransportConfig
-from transport.endpoint import Handler, RpcEndpoint
-from transport.errors import (
+from shardfleet.transport._aioquic_fence import UnsupportedAioquic
+from shardfleet.transport.calls import Peer, PeerState, Reply, Request, Response, StreamCall
+from shardfleet.transport.config import TransportConfig
+from shardfleet.transport.endpoint import Handler, RpcEndpoint
+from shardfleet.transport.errors import (
     AuthFailed,
     BodyTooLarge,
     ConnectFailed,
@@ -89,7 +89,7 @@ from transport.errors import (
     RpcTimeout,
     TransportError,
 )
-from transport.tls import CaFiles, TlsFiles, create_ca, issue_node_cert, load_identity
+from shardfleet.transport.tls import CaFiles, TlsFiles, create_ca, issue_node_cert, load_identity
 
 __all__ = [
     "AuthFailed",

@@ -36,9 +36,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from transport.errors import AuthFailed, ProtocolError
-from transport.framing import End, FrameDecoder, Header, encode_end, encode_header
-from transport.tls import NodeIdentity, verify_chain
+from shardfleet.transport.errors import AuthFailed, ProtocolError
+from shardfleet.transport.framing import End, FrameDecoder, Header, encode_end, encode_header
+from shardfleet.transport.tls import NodeIdentity, verify_chain
 
 LABEL = b"shardfleet-rpc-auth-v1"
 CHALLENGE_SIZE = 32

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from transport.errors import BodyTooLarge, PeerGone, RemoteError, RpcTimeout
-from transport.rpc_state import ResponseHead
-from transport.streams import STREAM_CANCELLED, STREAM_DONE, StreamIO
+from shardfleet.transport.errors import BodyTooLarge, PeerGone, RemoteError, RpcTimeout
+from shardfleet.transport.rpc_state import ResponseHead
+from shardfleet.transport.streams import STREAM_CANCELLED, STREAM_DONE, StreamIO
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.connection import stream_is_client_initiated, stream_is_unidirectional
 
-from transport.auth import ClientAuth, ServerAuth
-from transport.config import TransportConfig
-from transport.errors import AuthFailed, PeerGone, TransportError
-from transport.quic import FlowControlledConnection
-from transport.rpc_state import RequestHead, ResponseHead
-from transport.streams import StreamIO
-from transport.tls import NodeIdentity
+from shardfleet.transport.auth import ClientAuth, ServerAuth
+from shardfleet.transport.config import TransportConfig
+from shardfleet.transport.errors import AuthFailed, PeerGone, TransportError
+from shardfleet.transport.quic import FlowControlledConnection
+from shardfleet.transport.rpc_state import RequestHead, ResponseHead
+from shardfleet.transport.streams import StreamIO
+from shardfleet.transport.tls import NodeIdentity
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,18 @@ from typing import Any
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.connection import QuicConnection
 
-from transport.calls import Peer, PeerState, Reply, Request, Response, StreamCall, raise_for_head
-from transport.config import TransportConfig
-from transport.connection import CLOSE_NORMAL, RpcConnection
-from transport.errors import (
+from shardfleet.transport.calls import (
+    Peer,
+    PeerState,
+    Reply,
+    Request,
+    Response,
+    StreamCall,
+    raise_for_head,
+)
+from shardfleet.transport.config import TransportConfig
+from shardfleet.transport.connection import CLOSE_NORMAL, RpcConnection
+from shardfleet.transport.errors import (
     AuthFailed,
     ConnectFailed,
     PeerGone,
@@ -48,12 +56,16 @@ from transport.errors import (
     RpcTimeout,
     TransportError,
 )
-from transport.framing import encode_header
-from transport.quic import FlowControlledConnection, client_configuration, server_configuration
-from transport.rpc_state import Backoff, RequestHead, ResponseHead
-from transport.server import Handler, serve_call
-from transport.streams import STREAM_CANCELLED, StreamIO, is_small
-from transport.tls import TlsFiles, load_identity
+from shardfleet.transport.framing import encode_header
+from shardfleet.transport.quic import (
+    FlowControlledConnection,
+    client_configuration,
+    server_configuration,
+)
+from shardfleet.transport.rpc_state import Backoff, RequestHead, ResponseHead
+from shardfleet.transport.server import Handler, serve_call
+from shardfleet.transport.streams import STREAM_CANCELLED, StreamIO, is_small
+from shardfleet.transport.tls import TlsFiles, load_identity
 
 __all__ = [
     "Handler",

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from transport.errors import ProtocolError
+from shardfleet.transport.errors import ProtocolError
 
 HEADER = 0x01
 BODY = 0x02

@@ -37,10 +37,10 @@ from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.stream import QuicStream
 from cryptography.hazmat.primitives import serialization
 
-from transport import quic_crypto
-from transport.config import TransportConfig
-from transport.rpc_state import ReceiveWindow
-from transport.tls import NodeIdentity
+from shardfleet.transport import quic_crypto
+from shardfleet.transport.config import TransportConfig
+from shardfleet.transport.rpc_state import ReceiveWindow
+from shardfleet.transport.tls import NodeIdentity
 
 quic_crypto.install()
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from transport.errors import ProtocolError
-from transport.framing import Body, End, Error, Frame, Header
+from shardfleet.transport.errors import ProtocolError
+from shardfleet.transport.framing import Body, End, Error, Frame, Header
 
 MAX_METHOD_LEN = 256
 

@@ -15,11 +15,11 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 
-from transport.calls import Request, Response
-from transport.errors import BodyTooLarge, RpcFault, TransportError
-from transport.framing import encode_end, encode_error, encode_header
-from transport.rpc_state import RequestHead, ResponseHead
-from transport.streams import STREAM_CANCELLED, STREAM_INTERNAL, StreamIO, is_small
+from shardfleet.transport.calls import Request, Response
+from shardfleet.transport.errors import BodyTooLarge, RpcFault, TransportError
+from shardfleet.transport.framing import encode_end, encode_error, encode_header
+from shardfleet.transport.rpc_state import RequestHead, ResponseHead
+from shardfleet.transport.streams import STREAM_CANCELLED, STREAM_INTERNAL, StreamIO, is_small
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from transport.errors import PeerGone, ProtocolError, RemoteError, RpcTimeout, TransportError
-from transport.framing import Body, End, Error, FrameDecoder, body_prefix, encode_end
-from transport.rpc_state import MessageReader, RequestHead, ResponseHead, SendCredit
+from shardfleet.transport.errors import (
+    PeerGone,
+    ProtocolError,
+    RemoteError,
+    RpcTimeout,
+    TransportError,
+)
+from shardfleet.transport.framing import Body, End, Error, FrameDecoder, body_prefix, encode_end
+from shardfleet.transport.rpc_state import MessageReader, RequestHead, ResponseHead, SendCredit
 
 if TYPE_CHECKING:
-    from transport.connection import RpcConnection
+    from shardfleet.transport.connection import RpcConnection
 
 # Application error codes on RESET_STREAM / STOP_SENDING.
 STREAM_CANCELLED = 0x20  # the caller gave up (cancel, timeout)

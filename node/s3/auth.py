@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from node.s3.errors import InvalidAccessKeyId, RequestTimeTooSkewed
+from shardfleet.node.s3.errors import InvalidAccessKeyId, RequestTimeTooSkewed
 
 PayloadMode = Literal[
     "UNSIGNED",

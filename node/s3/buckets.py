@@ -8,11 +8,11 @@ import hashlib
 
 from aiohttp import web
 
-from node.s3 import xml
-from node.s3.context import S3Request, body_chunks
-from node.s3.errors import BadDigest, InvalidArgument, MalformedXML
-from node.s3.names import check_bucket_name
-from node.s3.payload import BodyDecoder, content_md5
+from shardfleet.node.s3 import xml
+from shardfleet.node.s3.context import S3Request, body_chunks
+from shardfleet.node.s3.errors import BadDigest, InvalidArgument, MalformedXML
+from shardfleet.node.s3.names import check_bucket_name
+from shardfleet.node.s3.payload import BodyDecoder, content_md5
 
 MAX_XML_BODY = 1 << 20
 
@@ -56,7 +56,7 @@ async def create_bucket(req: S3Request) -> web.Response:
 
 
 async def head_bucket(req: S3Request) -> web.Response:
-    from node.s3.errors import NoSuchBucket
+    from shardfleet.node.s3.errors import NoSuchBucket
 
     if not await req.layer.bucket_exists(req.bucket):
         raise NoSuchBucket(BucketName=req.bucket)

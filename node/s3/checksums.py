@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from typing import Protocol
 
-from node.s3.errors import BadDigest, InvalidRequest, S3Error
+from shardfleet.node.s3.errors import BadDigest, InvalidRequest, S3Error
 
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 HEADER_PREFIX = "x-amz-checksum-"
@@ -35,7 +35,9 @@ _CrcFun = Callable[[bytes | memoryview, int], int]
 
 
 def _load_crc32c() -> _CrcFun:
-    from erasure.checksum import hardware_crc32c  # loaded without the package's slow __init__
+    from shardfleet.erasure.checksum import (
+        hardware_crc32c,  # loaded without the package's slow __init__
+    )
 
     if hardware_crc32c is not None:
         return hardware_crc32c  # type: ignore[return-value]

@@ -25,15 +25,15 @@ import hmac
 import re
 from collections.abc import Sequence
 
-from node.s3 import checksums
-from node.s3.errors import (
+from shardfleet.node.s3 import checksums
+from shardfleet.node.s3.errors import (
     IncompleteBody,
     InvalidArgument,
     InvalidRequest,
     S3Error,
     SignatureDoesNotMatch,
 )
-from node.s3.sigv4 import EMPTY_SHA256, AuthResult
+from shardfleet.node.s3.sigv4 import EMPTY_SHA256, AuthResult
 
 MAX_LINE = 4096
 MAX_TRAILER_BYTES = 16 * 1024

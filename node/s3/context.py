@@ -9,10 +9,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from cluster.objects import ObjectLayer
-from node.metrics import Metrics
-from node.s3.errors import RequestTimeout
-from node.s3.sigv4 import AuthResult
+from shardfleet.cluster.objects import ObjectLayer
+from shardfleet.node.metrics import Metrics
+from shardfleet.node.s3.errors import RequestTimeout
+from shardfleet.node.s3.sigv4 import AuthResult
 
 
 @dataclass(slots=True)

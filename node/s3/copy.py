@@ -21,20 +21,20 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from cluster.get import ReadHandle
-from cluster.meta import ObjectMeta
-from cluster.put import PutRequest
-from node.s3 import usermeta, xml
-from node.s3.buckets import xml_response
-from node.s3.context import S3Request
-from node.s3.errors import (
+from shardfleet.cluster.get import ReadHandle
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.put import PutRequest
+from shardfleet.node.s3 import usermeta, xml
+from shardfleet.node.s3.buckets import xml_response
+from shardfleet.node.s3.context import S3Request
+from shardfleet.node.s3.errors import (
     InvalidArgument,
     InvalidRequest,
     PreconditionFailed,
     from_internal,
 )
-from node.s3.names import check_bucket_name, check_key
-from node.s3.objects import STORED_HEADERS, read_condition, write_condition
+from shardfleet.node.s3.names import check_bucket_name, check_key
+from shardfleet.node.s3.objects import STORED_HEADERS, read_condition, write_condition
 
 log = logging.getLogger(__name__)
 

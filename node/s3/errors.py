@@ -158,8 +158,8 @@ SlowDown = _err("SlowDown", 503, "Please reduce your request rate.")
 
 def from_internal(exc: BaseException) -> S3Error:
     """Maps an error of a lower layer onto the table; anything unknown is InternalError."""
-    from cluster import errors as objerr
-    from cluster.put import DigestMismatch
+    from shardfleet.cluster import errors as objerr
+    from shardfleet.cluster.put import DigestMismatch
 
     if isinstance(exc, S3Error):
         return exc

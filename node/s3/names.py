@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from node.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLongError
+from shardfleet.node.s3.errors import InvalidArgument, InvalidBucketName, KeyTooLongError
 
 MAX_KEY_BYTES = 1024
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

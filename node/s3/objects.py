@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from cluster.get import ReadHandle
-from cluster.meta import ObjectMeta
-from cluster.put import Condition, PutRequest
-from node.s3 import usermeta, xml
-from node.s3.buckets import read_small_body, xml_response
-from node.s3.context import S3Request, body_chunks
-from node.s3.errors import (
+from shardfleet.cluster.get import ReadHandle
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.put import Condition, PutRequest
+from shardfleet.node.s3 import usermeta, xml
+from shardfleet.node.s3.buckets import read_small_body, xml_response
+from shardfleet.node.s3.context import S3Request, body_chunks
+from shardfleet.node.s3.errors import (
     EntityTooLarge,
     IncompleteBody,
     InvalidArgument,
@@ -34,9 +34,9 @@ from node.s3.errors import (
     S3Error,
     from_internal,
 )
-from node.s3.names import check_key
-from node.s3.payload import BodyDecoder, content_md5
-from node.s3.ranges import parse_range
+from shardfleet.node.s3.names import check_key
+from shardfleet.node.s3.payload import BodyDecoder, content_md5
+from shardfleet.node.s3.ranges import parse_range
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # status recorded (access log, metrics) when the client left mid-body

@@ -16,9 +16,9 @@ import binascii
 import hashlib
 from collections.abc import Mapping
 
-from node.s3 import checksums
-from node.s3.chunked import ChunkedDecoder
-from node.s3.errors import (
+from shardfleet.node.s3 import checksums
+from shardfleet.node.s3.chunked import ChunkedDecoder
+from shardfleet.node.s3.errors import (
     IncompleteBody,
     InvalidArgument,
     InvalidDigest,
@@ -27,7 +27,7 @@ from node.s3.errors import (
     S3Error,
     XAmzContentSHA256Mismatch,
 )
-from node.s3.sigv4 import AuthResult
+from shardfleet.node.s3.sigv4 import AuthResult
 
 _SIGNED_STREAMING = ("STREAMING-SIGNED", "STREAMING-SIGNED-TRAILER")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from node.s3.errors import InvalidRange
+from shardfleet.node.s3.errors import InvalidRange
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from node.logs import log_request
-from node.s3 import buckets, copy, objects, semantics, xml
-from node.s3.context import S3Request, S3Services, split_query, split_target
-from node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
-from node.s3.sigv4 import RequestView, verify_request
+from shardfleet.node.logs import log_request
+from shardfleet.node.s3 import buckets, copy, objects, semantics, xml
+from shardfleet.node.s3.context import S3Request, S3Services, split_query, split_target
+from shardfleet.node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
+from shardfleet.node.s3.sigv4 import RequestView, verify_request
 
 log = logging.getLogger(__name__)
 

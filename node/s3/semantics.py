@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from node.s3.errors import (
+from shardfleet.node.s3.errors import (
     AccessDenied,
     InvalidArgument,
     InvalidRequest,

@@ -32,8 +32,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from node.s3 import xml
-from node.s3.router import new_request_id
+from shardfleet.node.s3 import xml
+from shardfleet.node.s3.router import new_request_id
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import hmac
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from node.s3.context import split_query
-from node.s3.sigv4 import (
+from shardfleet.node.s3.context import split_query
+from shardfleet.node.s3.sigv4 import (
     ALGORITHM,
     EMPTY_SHA256,
     SERVICE,

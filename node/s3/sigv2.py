@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from operator import itemgetter
 
-from node.s3.auth import AuthResult, RequestView, parse_amz_date, secret_for, skew_error
-from node.s3.errors import AccessDenied, InvalidArgument, SignatureDoesNotMatch
+from shardfleet.node.s3.auth import AuthResult, RequestView, parse_amz_date, secret_for, skew_error
+from shardfleet.node.s3.errors import AccessDenied, InvalidArgument, SignatureDoesNotMatch
 
 #: Query parameters that are part of the CanonicalizedResource (AWS's documented list).
 SUBRESOURCES = frozenset(

@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
-from node.s3.auth import (
+from shardfleet.node.s3.auth import (
     AuthResult,
     PayloadMode,
     RequestView,
@@ -32,7 +32,7 @@ from node.s3.auth import (
     secret_for,
     skew_error,
 )
-from node.s3.errors import (
+from shardfleet.node.s3.errors import (
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
@@ -365,7 +365,9 @@ def verify_request(
             ArgumentName="Authorization",
         )
     if authz is not None and authz.lstrip().startswith("AWS "):
-        from node.s3 import sigv2  # lazy: start-up does not pay for it (V2 clients are rare)
+        from shardfleet.node.s3 import (
+            sigv2,  # lazy: start-up does not pay for it (V2 clients are rare)
+        )
 
         return sigv2.verify_header(req, authz, lookup_secret, now=now, max_skew=max_skew)
     if authz is not None:
@@ -373,7 +375,7 @@ def verify_request(
     if "X-Amz-Algorithm" in params:
         return _verify_presigned(req, params, lookup_secret, now, region, max_skew)
     if "Signature" in params or "AWSAccessKeyId" in params:
-        from node.s3 import sigv2
+        from shardfleet.node.s3 import sigv2
 
         return sigv2.verify_query(req, lookup_secret, now=now)
     raise AccessDenied()

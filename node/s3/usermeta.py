@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 
-from node.s3.errors import InvalidArgument, MetadataTooLarge
+from shardfleet.node.s3.errors import InvalidArgument, MetadataTooLarge
 
 PREFIX = "x-amz-meta-"
 MAX_USER_META = 2048  # bytes of names and values, as AWS counts them

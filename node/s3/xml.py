@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from node.s3.errors import MalformedXML
+from shardfleet.node.s3.errors import MalformedXML
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cluster.drive import Drive, OfflineDrive
-from cluster.topology import DriveFormat
-from erasure import ErasureParams
-from node.storage.fsutil import atomic_write
-from node.storage.local_drive import LocalDrive
+from shardfleet.cluster.drive import Drive, OfflineDrive
+from shardfleet.cluster.topology import DriveFormat
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.fsutil import atomic_write
+from shardfleet.node.storage.local_drive import LocalDrive
 
 FORMAT_FILE = "format.json"
 T = TypeVar("T")

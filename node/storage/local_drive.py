@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import lmdb
 import msgpack
 
-from cluster.drive import (
+from shardfleet.cluster.drive import (
     DriveError,
     DriveFull,
     DriveInfo,
@@ -51,12 +51,12 @@ from cluster.drive import (
     VolumeNotFound,
     scan_digest,
 )
-from cluster.meta import ObjectMeta
-from cluster.topology import DriveFormat
-from node.storage.fsutil import fsync_dir, makedirs_durable, remove_tree
-from node.storage.index import DriveIndex, Txn, bucket_prefix, is_long, object_key
-from node.storage.shardfile import ShardFile
-from node.storage.shardread import RangeReader
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.topology import DriveFormat
+from shardfleet.node.storage.fsutil import fsync_dir, makedirs_durable, remove_tree
+from shardfleet.node.storage.index import DriveIndex, Txn, bucket_prefix, is_long, object_key
+from shardfleet.node.storage.shardfile import ShardFile
+from shardfleet.node.storage.shardread import RangeReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from node.storage.fsutil import write_all
+from shardfleet.node.storage.fsutil import write_all
 
 ALIGN = 4096
 BUFFER = 2 << 20  # gather up to this much before a direct write

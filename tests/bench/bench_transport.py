@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from node.malloc import tune_allocator  # noqa: E402
-from transport import (  # noqa: E402
+from shardfleet.node.malloc import tune_allocator  # noqa: E402
+from shardfleet.transport import (  # noqa: E402
     Peer,
     Response,
     RpcEndpoint,
@@ -39,7 +39,7 @@ from transport import (  # noqa: E402
     create_ca,
     issue_node_cert,
 )
-from transport.config import LOOPBACK_DATAGRAM_SIZE  # noqa: E402
+from shardfleet.transport.config import LOOPBACK_DATAGRAM_SIZE  # noqa: E402
 
 MIB = 1 << 20
 SEND_SIZE = 512 * 1024

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from node.devcluster import serve_command  # noqa: E402
+from shardfleet.node.devcluster import serve_command  # noqa: E402
 
 DEV_ACCESS_KEY = "shardfleet-dev"
 DEV_SECRET_KEY = "shardfleet-dev-secret-key"
@@ -96,7 +96,7 @@ def pick_data_base(repo: Path, override: str | None) -> tuple[Path, str]:
 
 
 class BenchNode:
-    """``python -m node.main serve`` on a free port with dev credentials and a log file."""
+    """``python -m shardfleet.node.main serve`` on a free port with dev credentials and a log file."""
 
     def __init__(
         self,

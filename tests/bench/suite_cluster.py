@@ -40,8 +40,8 @@ from targets import check, load
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY  # noqa: E402
-from node.devcluster import DevCluster, DevClusterSpec, free_base_port  # noqa: E402
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY, ENV_ACCESS_KEY, ENV_SECRET_KEY  # noqa: E402
+from shardfleet.node.devcluster import DevCluster, DevClusterSpec, free_base_port  # noqa: E402
 
 LABEL = "shardfleet-cluster"
 NODE_RSS_LIMIT_MB = 200.0  # MB = 10^6 bytes, as the issue states it

@@ -47,10 +47,10 @@ from targets import Run, load
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from cluster.put import _encode_stripe  # noqa: E402
-from erasure.codec import Codec  # noqa: E402
-from erasure.params import ErasureParams  # noqa: E402
-from node.storage.shardfile import ShardFile  # noqa: E402
+from shardfleet.cluster.put import _encode_stripe  # noqa: E402
+from shardfleet.erasure.codec import Codec  # noqa: E402
+from shardfleet.erasure.params import ErasureParams  # noqa: E402
+from shardfleet.node.storage.shardfile import ShardFile  # noqa: E402
 
 MIB = 1 << 20
 SIZE = 64 * MIB

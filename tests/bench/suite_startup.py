@@ -1,6 +1,6 @@
 """Suite "startup" (issue 5): from spawning a standalone node until /health/ready answers 200.
 
-    python -m node.main serve --data DIR --drives 4 --ec 2+2 --address 127.0.0.1:0
+    python -m shardfleet.node.main serve --data DIR --drives 4 --ec 2+2 --address 127.0.0.1:0
 
 The port is only known from the node's banner, so each run polls the log file (every 2 ms)
 for the endpoint, then GETs /health/ready (every 2 ms) until it answers 200; the clock starts
@@ -78,7 +78,7 @@ def byte_compile() -> str:
         timeout=120,
     )
     if warm.returncode != 0:
-        raise RuntimeError(f"node.codecache warm failed: {warm.stderr.strip()[-500:]}")
+        raise RuntimeError(f"shardfleet.node.codecache warm failed: {warm.stderr.strip()[-500:]}")
     cache = "written" if warm.stdout.strip() == "True" else "up to date"
     return (
         f"our {len(sources)} modules byte-compiled ({stale} of them stale or missing before); "
@@ -100,7 +100,7 @@ def _ready(endpoint: str) -> bool:
 
 def time_start(data: Path, log: Path) -> tuple[float, float]:
     """(seconds until the banner, seconds until /health/ready = 200) for one node start."""
-    cmd = [sys.executable, "-m", "node.main", "serve", "--data", str(data)]
+    cmd = [sys.executable, "-m", "shardfleet.node.main", "serve", "--data", str(data)]
     cmd += ["--drives", "4", "--ec", "2+2", "--address", "127.0.0.1:0"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("SHARDFLEET_ACCESS_KEY", None)

@@ -6,8 +6,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
-from node.devcluster import DevCluster, DevClusterSpec, free_base_port
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.devcluster import DevCluster, DevClusterSpec, free_base_port
 
 
 def client(endpoint: str, **config: object):

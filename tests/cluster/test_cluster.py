@@ -69,7 +69,7 @@ def test_admin_status_from_any_node(dev_cluster):
             [
                 sys.executable,
                 "-m",
-                "node.main",
+                "shardfleet.node.main",
                 "admin",
                 "status",
                 "--endpoint",
@@ -144,7 +144,7 @@ def test_admin_top_renders_a_live_view(dev_cluster):
         [
             sys.executable,
             "-m",
-            "node.main",
+            "shardfleet.node.main",
             "admin",
             "top",
             "--count",

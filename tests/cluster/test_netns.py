@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.topology import NodeSpec, form_sets, shards_per_node
-from node.config import load
+from shardfleet.cluster.topology import NodeSpec, form_sets, shards_per_node
+from shardfleet.node.config import load
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "netns" / "netns-cluster.sh"
@@ -186,7 +186,7 @@ def netns_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
 # -- setting the cluster up ----------------------------------------------------------------------
 def _shardfleet(*args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "node.main", *args],
+        [sys.executable, "-m", "shardfleet.node.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -275,7 +275,7 @@ def _start(cluster: Cluster, i: int) -> None:
                 cluster.ns(i),
                 sys.executable,
                 "-m",
-                "node.main",
+                "shardfleet.node.main",
                 "serve",
                 "--config",
                 str(cluster.config),
@@ -324,7 +324,7 @@ def _wait_converged(cluster: Cluster, timeout: float = READY_TIMEOUT) -> None:
     A node that answers /health/ready serves at once; a write it takes before it has heard
     from a peer leaves out that peer's drives (at write quorum, for the healer), and this
     test later loses a node, so it writes only once the cluster has formed."""
-    from node.admin import fetch_status
+    from shardfleet.node.admin import fetch_status
 
     deadline = time.monotonic() + timeout
     while True:
@@ -419,7 +419,7 @@ def test_three_namespaced_nodes_serve_one_bucket(netns_cluster: Cluster) -> None
     # The documented health check of a deployment: every node sees the other two.
     env = dict(os.environ, SHARDFLEET_ACCESS_KEY=ACCESS_KEY, SHARDFLEET_SECRET_KEY=SECRET_KEY)
     status = subprocess.run(
-        [sys.executable, "-m", "node.main", "admin", "status", "--json",
+        [sys.executable, "-m", "shardfleet.node.main", "admin", "status", "--json",
          "--endpoint", cluster.endpoint(1)],  # fmt: skip
         capture_output=True, text=True, cwd=REPO, env=env, timeout=30,
     )  # fmt: skip

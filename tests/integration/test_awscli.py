@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from tests.support.nodeproc import NodeProcess
 
 _SIBLING = Path(sys.executable).with_name("aws")

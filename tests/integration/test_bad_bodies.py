@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from node.config import DEV_SECRET_KEY
+from shardfleet.node.config import DEV_SECRET_KEY
 from tests.support.raw_http import (  # noqa: F401 - pytest fixtures  # shared raw-HTTP tools
     EMPTY_SHA256,
     REGION,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from tests.support.raw_http import (  # noqa: F401 - pytest fixtures  # shared raw-HTTP tools
     REGION,
     STREAMED,
@@ -158,7 +158,7 @@ def test_signed_header_missing_from_request(server, s3, raw, bucket):
 
 
 def test_request_time_too_skewed(server, s3, raw, bucket):
-    from node.s3.signer import sign
+    from shardfleet.node.s3.signer import sign
 
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     target = path(bucket, "k")

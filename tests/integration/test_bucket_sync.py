@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster.erasure_set import ErasureSet
-from erasure import ErasureParams
-from healing.buckets import BucketSync
-from node.storage.format import open_drives
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.erasure import ErasureParams
+from shardfleet.healing.buckets import BucketSync
+from shardfleet.node.storage.format import open_drives
 
 
 @pytest.fixture

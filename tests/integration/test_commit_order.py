@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster.drive import DriveError, FileNotFound, ShardNotFound, StaleVersion
-from cluster.meta import ObjectMeta
-from erasure import ErasureParams
-from node.storage.format import open_drives
+from shardfleet.cluster.drive import DriveError, FileNotFound, ShardNotFound, StaleVersion
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
 from tests.support.shards import staged_files, version_dirs
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
-from node.config import DEV_ACCESS_KEY
+from shardfleet.node.config import DEV_ACCESS_KEY
 from tests.support.raw_http import (  # noqa: F401 - pytest fixtures
     RawClient,
     assert_nothing_staged,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.drive import (
+from shardfleet.cluster.drive import (
     MAX_LOCK_TTL,
     Drive,
     DriveError,
@@ -34,13 +34,13 @@ from cluster.drive import (
     VolumeNotFound,
     scan_digest,
 )
-from cluster.drive_rpc import RemoteDrive, drive_handlers
-from cluster.faulty_drive import FaultyDrive
-from cluster.meta import ObjectMeta
-from erasure import ErasureParams
-from node.storage.format import open_drives
+from shardfleet.cluster.drive_rpc import RemoteDrive, drive_handlers
+from shardfleet.cluster.faulty_drive import FaultyDrive
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
+from shardfleet.transport import Peer, RpcEndpoint, TransportConfig, create_ca, issue_node_cert
 from tests.support.shards import staged_files, version_dirs
-from transport import Peer, RpcEndpoint, TransportConfig, create_ca, issue_node_cert
 
 pytestmark = pytest.mark.timeout(30)
 

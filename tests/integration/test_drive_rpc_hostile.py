@@ -28,13 +28,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from cluster import drive_rpc
-from cluster.drive import DriveIOError, DriveOffline
-from cluster.drive_rpc import RPCS, RemoteDrive, drive_handlers, unpack_meta
-from cluster.meta import ObjectMeta
-from erasure import ErasureParams
-from node.storage.format import open_drives
-from transport import (
+from shardfleet.cluster import drive_rpc
+from shardfleet.cluster.drive import DriveIOError, DriveOffline
+from shardfleet.cluster.drive_rpc import RPCS, RemoteDrive, drive_handlers, unpack_meta
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
+from shardfleet.transport import (
     Peer,
     RemoteError,
     Response,
@@ -339,7 +339,7 @@ async def test_hostile_requests_get_bad_request_and_change_nothing(method, serve
     before = await snapshot(drive)
     cases = hostile_headers(method, drive.drive_id)
     assert len(cases) >= 5 * len(METHODS[method][1])
-    caplog.set_level(logging.WARNING, logger="cluster.drive_rpc")
+    caplog.set_level(logging.WARNING, logger="shardfleet.cluster.drive_rpc")
 
     async def one(name: str, header: dict[str, Any]) -> None:
         with pytest.raises(RemoteError) as info:
@@ -352,7 +352,7 @@ async def test_hostile_requests_get_bad_request_and_change_nothing(method, serve
         await asyncio.wait_for(asyncio.gather(*(one(*c) for c in cases[i : i + 16])), 20)
 
     # one WARNING per bad message, naming the peer and the method, on one escaped line
-    lines = [r for r in caplog.records if r.name == "cluster.drive_rpc"]
+    lines = [r for r in caplog.records if r.name == "shardfleet.cluster.drive_rpc"]
     assert len(lines) == len(cases)
     for record in lines:
         text = record.getMessage()

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from cluster.drive import (
+from shardfleet.cluster.drive import (
     Drive,
     DriveFull,
     DriveIOError,
     DriveOffline,
     FileNotFound,
 )
-from cluster.faulty_drive import DRIVE_METHODS, METHODS, FaultyDrive
-from erasure.checksum import frame_header, verify_block
-from erasure.errors import BitrotError
+from shardfleet.cluster.faulty_drive import DRIVE_METHODS, METHODS, FaultyDrive
+from shardfleet.erasure.checksum import frame_header, verify_block
+from shardfleet.erasure.errors import BitrotError
 from tests.integration.test_drive_conformance import (  # noqa: F401 - a pytest fixture
     dirs,
     eventually,

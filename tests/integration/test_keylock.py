@@ -11,14 +11,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster import keylock
-from cluster.drive import MAX_LOCK_TTL, DriveIOError, DriveOffline, LeaseTable
-from cluster.drive_rpc import RemoteDrive, drive_handlers
-from cluster.erasure_set import ErasureSet
-from cluster.errors import LockConflict, ObjectError
-from erasure import ErasureParams
-from node.storage.format import open_drives
-from transport import Peer, RemoteError, RpcEndpoint, TransportConfig, create_ca, issue_node_cert
+from shardfleet.cluster import keylock
+from shardfleet.cluster.drive import MAX_LOCK_TTL, DriveIOError, DriveOffline, LeaseTable
+from shardfleet.cluster.drive_rpc import RemoteDrive, drive_handlers
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import LockConflict, ObjectError
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
+from shardfleet.transport import (
+    Peer,
+    RemoteError,
+    RpcEndpoint,
+    TransportConfig,
+    create_ca,
+    issue_node_cert,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,7 +14,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from tests.support.shards import staged_files, version_dirs
 
 SIZE = 24 << 20

@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster.erasure_set import ErasureSet
-from cluster.listing import list_objects
-from cluster.meta import ObjectMeta
-from erasure import ErasureParams
-from node.storage.format import open_drives
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.listing import list_objects
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
 
 
 def meta(i: int) -> ObjectMeta:

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster.meta import ObjectMeta
-from erasure import ErasureParams
-from node.storage.format import open_drives
+from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
 
 
 def meta(vid: str) -> ObjectMeta:

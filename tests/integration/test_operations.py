@@ -6,7 +6,7 @@ import json
 import re
 import urllib.request
 
-from node.config import DEV_SECRET_KEY
+from shardfleet.node.config import DEV_SECRET_KEY
 
 
 def scrape(endpoint: str) -> dict[str, float]:

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cluster.drive import FileNotFound
-from cluster.erasure_set import ErasureSet
-from cluster.errors import NoSuchBucket
-from cluster.objects import ObjectLayer
-from cluster.put import PutRequest
-from erasure import ErasureParams
-from node.storage.format import open_drives
+from shardfleet.cluster.drive import FileNotFound
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import NoSuchBucket
+from shardfleet.cluster.objects import ObjectLayer
+from shardfleet.cluster.put import PutRequest
+from shardfleet.erasure import ErasureParams
+from shardfleet.node.storage.format import open_drives
 
 
 class Counting:

@@ -202,7 +202,7 @@ def test_expect_100_continue_is_answered_before_the_body(node, s3, bucket):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+    from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
     body = b"continued body"
     req = AWSRequest(

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from node.s3 import semantics
+from shardfleet.node.s3 import semantics
 from tests.support.raw_http import RawClient, expect_error, s3, server  # noqa: F401
 
 BUCKET = "semantics"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 SIZES = [7, 300_000, 3 * 1024 * 1024 + 5]
 

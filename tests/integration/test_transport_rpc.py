@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from transport import (
+from shardfleet.transport import (
     AuthFailed,
     BodyTooLarge,
     ConnectFailed,
@@ -194,7 +194,7 @@ async def test_unary_echo_small(client, peer, app):
 
 async def test_bodies_around_the_one_write_limit(client, peer):
     """Up to SMALL_BODY a message goes out in one write; one byte more takes the chunked path."""
-    from transport.streams import SMALL_BODY
+    from shardfleet.transport.streams import SMALL_BODY
 
     for size in (1, SMALL_BODY - 1, SMALL_BODY, SMALL_BODY + 1):
         data = os.urandom(size)

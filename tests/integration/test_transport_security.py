@@ -20,12 +20,16 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from transport import Response, RpcEndpoint, TransportConfig, create_ca, issue_node_cert
-from transport.auth import ClientAuth, signed_message
-from transport.connection import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_UNAUTHENTICATED
-from transport.framing import FrameDecoder, Header, encode_end, encode_header
-from transport.quic import ALPN
-from transport.tls import load_identity
+from shardfleet.transport import Response, RpcEndpoint, TransportConfig, create_ca, issue_node_cert
+from shardfleet.transport.auth import ClientAuth, signed_message
+from shardfleet.transport.connection import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_UNAUTHENTICATED,
+)
+from shardfleet.transport.framing import FrameDecoder, Header, encode_end, encode_header
+from shardfleet.transport.quic import ALPN
+from shardfleet.transport.tls import load_identity
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
-from node.devcluster import serve_command
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.devcluster import serve_command
 
 _ENDPOINT = re.compile(r"endpoint:\s+(http://\S+)")
 

@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from tests.support.nodeproc import NodeProcess
 
 REGION = "us-east-1"

@@ -1,4 +1,4 @@
-"""`import transport` refuses an aioquic outside the range its patches were tested against.
+"""`import shardfleet.transport` refuses an aioquic outside the range its patches were tested against.
 
 The start-up tests run Python in a subprocess with a stand-in `aioquic` package first on
 PYTHONPATH, whose __init__ is what an installed release's is (one `__version__` line) and
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from transport import _aioquic_fence
-from transport._aioquic_fence import UnsupportedAioquic
+from shardfleet.transport import _aioquic_fence
+from shardfleet.transport._aioquic_fence import UnsupportedAioquic
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = "pip install 'aioquic>=1.7.2,<1.8'"
@@ -28,13 +28,13 @@ INSTALLED = metadata.version("aioquic")
 REPORT = """
 import sys
 try:
-    import transport
+    import shardfleet.transport
 except Exception as exc:
-    loaded = sorted(m for m in sys.modules if m.startswith(("aioquic", "transport")))
+    loaded = sorted(m for m in sys.modules if m.startswith(("aioquic", "shardfleet.transport")))
     print(type(exc).__qualname__, loaded, sep="\\n")
     print(exc)
 else:
-    print("imported", transport._aioquic_fence.AIOQUIC_VERSION)
+    print("imported", shardfleet.transport._aioquic_fence.AIOQUIC_VERSION)
 """
 
 
@@ -59,7 +59,7 @@ def test_start_up_refuses_a_version_outside_the_range(version, tmp_path) -> None
     kind, loaded, message = out.stdout.strip().split("\n")
     assert kind == "UnsupportedAioquic"
     # refused before any module that imports aioquic's internals, and the failed import
-    # leaves nothing of transport behind (the next `import transport` checks again)
+    # leaves nothing of transport behind (the next `import shardfleet.transport` checks again)
     assert loaded == str(["aioquic"])
     assert message == (
         f"aioquic {version} is installed, but shardfleet's transport supports aioquic "
@@ -70,10 +70,12 @@ def test_start_up_refuses_a_version_outside_the_range(version, tmp_path) -> None
 
 @pytest.mark.parametrize("version", ["1.8.0", "1.7.1"])
 def test_plain_import_fails_with_the_message_as_the_last_line(version, tmp_path) -> None:
-    out = _python(["-c", "import transport.endpoint"], version, tmp_path)
+    out = _python(["-c", "import shardfleet.transport.endpoint"], version, tmp_path)
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"transport._aioquic_fence.UnsupportedAioquic: aioquic {version} ")
+    assert last.startswith(
+        f"shardfleet.transport._aioquic_fence.UnsupportedAioquic: aioquic {version} "
+    )
     assert last.endswith(INSTALL)
 
 
@@ -94,14 +96,18 @@ def test_missing_aioquic_is_refused_with_the_install_line(tmp_path) -> None:
 
 def test_cli_stops_with_the_message(tmp_path) -> None:
     certs = tmp_path / "certs"
-    out = _python(["-m", "node.main", "certs", "init", "--dir", str(certs)], "1.8.0", tmp_path)
+    out = _python(
+        ["-m", "shardfleet.node.main", "certs", "init", "--dir", str(certs)], "1.8.0", tmp_path
+    )
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].endswith(INSTALL)
     assert not certs.exists()
 
 
 def test_cli_prints_no_traceback(tmp_path) -> None:
-    out = _python(["-m", "node.main", "certs", "init", "--dir", str(tmp_path)], "1.8.0", tmp_path)
+    out = _python(
+        ["-m", "shardfleet.node.main", "certs", "init", "--dir", str(tmp_path)], "1.8.0", tmp_path
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().endswith(INSTALL)

@@ -15,9 +15,9 @@ from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha256Checks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.s3 import errors
-from node.s3.chunked import ChunkedDecoder
-from node.s3.sigv4 import (
+from shardfleet.node.s3 import errors
+from shardfleet.node.s3.chunked import ChunkedDecoder
+from shardfleet.node.s3.sigv4 import (
     EMPTY_SHA256,
     AuthResult,
     PayloadMode,

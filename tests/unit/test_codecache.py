@@ -1,4 +1,4 @@
-"""node.codecache: dataclasses and ForwardRefs built through the cache are the same as
+"""shardfleet.node.codecache: dataclasses and ForwardRefs built through the cache are the same as
 without it, a second start compiles nothing, and the file is written only when it should."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node.codecache import CodeCache
+from shardfleet.node.codecache import CodeCache
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,11 +103,11 @@ def test_serve_uses_the_cache_and_leaves_it_out_afterwards(tmp_path: Path) -> No
     code = """
 import dataclasses, typing, sys
 from pathlib import Path
-from node import codecache
+from shardfleet.node import codecache
 cache = codecache.CodeCache(Path(sys.argv[1]))
 cache.install()
 codecache.import_server_libraries()
-import node.app
+import shardfleet.node.app
 cache.uninstall()
 print(len(cache.used) > 100, "exec" in vars(dataclasses), cache.save(asked=True))
 """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ConfigError, load
+from shardfleet.node.config import ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def test_environment_and_flags_override_the_file(tmp_path):
 def test_config_check_command(tmp_path):
     bad = write(tmp_path, 'drives = ["/a"]\nec = "2+2"\n')
     out = subprocess.run(
-        [sys.executable, "-m", "node.main", "config", "check", str(bad)],
+        [sys.executable, "-m", "shardfleet.node.main", "config", "check", str(bad)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -63,7 +63,7 @@ def test_config_check_command(tmp_path):
         "PATH": "/usr/bin:/bin",
     }
     out = subprocess.run(
-        [sys.executable, "-m", "node.main", "config", "check", str(good)],
+        [sys.executable, "-m", "shardfleet.node.main", "config", "check", str(good)],
         capture_output=True,
         text=True,
         cwd=ROOT,

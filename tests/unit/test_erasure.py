@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import erasure.stripe
-from erasure import (
+import shardfleet.erasure.stripe
+from shardfleet.erasure import (
     CRC_LEN,
     BitrotError,
     Codec,
@@ -21,8 +21,8 @@ from erasure import (
     stripes_for_range,
     verify_block,
 )
-from erasure.checksum import crc32c_crcmod
-from erasure.stripe import data_blocks_for_range
+from shardfleet.erasure.checksum import crc32c_crcmod
+from shardfleet.erasure.stripe import data_blocks_for_range
 
 params_st = st.builds(
     ErasureParams,
@@ -100,7 +100,7 @@ def test_crc32c_is_the_hardware_package_loaded_without_its_init():
     import sys
 
     code = (
-        "import sys, erasure.checksum as c; "
+        "import sys, shardfleet.erasure.checksum as c; "
         "print(type(c.crc32c).__name__, 'crc32c' in sys.modules, 'importlib.metadata' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -149,4 +149,4 @@ def test_quorum_numbers():
 
 
 def test_stripe_doctests():
-    assert doctest.testmod(erasure.stripe).failed == 0
+    assert doctest.testmod(shardfleet.erasure.stripe).failed == 0

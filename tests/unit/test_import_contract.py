@@ -39,13 +39,20 @@ def test_contracts_are_kept() -> None:
 
 def test_a_new_violation_breaks_the_contract(tmp_path) -> None:
     """On a copy of the tree with three forbidden imports added, each one is reported."""
-    for package in CONFIG.get("root_packages") or [CONFIG["root_package"]]:
-        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("*.pyc"))
+    # laid out as installed: shardfleet/<folder>, a namespace package; on PYTHONPATH the copy
+    # is found before the editable install's finder of the real tree
+    assert all(p.startswith("shardfleet.") for p in CONFIG["root_packages"])
+    for package in ("erasure", "transport", "cluster", "healing", "node"):
+        shutil.copytree(
+            REPO / package,
+            tmp_path / "shardfleet" / package,
+            ignore=shutil.ignore_patterns("*.pyc"),
+        )
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     added = {
-        "cluster/quorum.py": "import node.config",
-        "transport/errors.py": "import erasure.params",
-        "healing/worker.py": "import aioquic",
+        "shardfleet/cluster/quorum.py": "import shardfleet.node.config",
+        "shardfleet/transport/errors.py": "import shardfleet.erasure.params",
+        "shardfleet/healing/worker.py": "import aioquic",
     }
     for path, line in added.items():
         with (tmp_path / path).open("a") as f:
@@ -53,6 +60,6 @@ def test_a_new_violation_breaks_the_contract(tmp_path) -> None:
     out = _lint_imports(tmp_path, "--no-cache")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "0 kept, 2 broken" in out.stdout
-    assert "- cluster.quorum -> node.config" in out.stdout
-    assert "- transport.errors -> erasure.params" in out.stdout
-    assert "healing.worker -> aioquic" in out.stdout
+    assert "- shardfleet.cluster.quorum -> shardfleet.node.config" in out.stdout
+    assert "- shardfleet.transport.errors -> shardfleet.erasure.params" in out.stdout
+    assert "shardfleet.healing.worker -> aioquic" in out.stdout

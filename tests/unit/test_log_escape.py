@@ -12,7 +12,7 @@ import unicodedata
 
 import pytest
 
-from node import logs
+from shardfleet.node import logs
 
 # C0, DEL, C1, the line and paragraph separators, lone surrogates
 UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, 0xD800, 0xDBFF, 0xDC00, 0xDFFF]

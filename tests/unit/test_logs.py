@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from node import logs
+from shardfleet.node import logs
 
 REQUEST = dict(
     request_id="req-1",

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from node.malloc import tune_allocator
+from shardfleet.node.malloc import tune_allocator
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

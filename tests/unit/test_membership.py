@@ -1,6 +1,6 @@
 """The membership state machine with a hand-driven clock."""
 
-from cluster.membership import MembershipConfig, MembershipView, PeerState
+from shardfleet.cluster.membership import MembershipConfig, MembershipView, PeerState
 
 CFG = MembershipConfig(interval=1.0, offline_after=10.0, ping_timeout=0.5)
 
@@ -77,7 +77,7 @@ async def test_a_peer_that_was_not_up_yet_is_retried_within_the_interval():
     import asyncio
     import time
 
-    from cluster.membership import Heartbeat
+    from shardfleet.cluster.membership import Heartbeat
 
     config = MembershipConfig(interval=5.0, offline_after=30.0, ping_timeout=1.0)
     view = MembershipView("a", ["a", "b", "c"], config, now=time.monotonic())

@@ -15,10 +15,10 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
-from node.s3 import errors
-from node.s3.checksums import ALGORITHMS, header_name, new_checksum
-from node.s3.payload import BodyDecoder
-from node.s3.sigv4 import (
+from shardfleet.node.s3 import errors
+from shardfleet.node.s3.checksums import ALGORITHMS, header_name, new_checksum
+from shardfleet.node.s3.payload import BodyDecoder
+from shardfleet.node.s3.sigv4 import (
     EMPTY_SHA256,
     AuthResult,
     PayloadMode,

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from cluster.quorum import CallTimeout, fan_out
+from shardfleet.cluster.quorum import CallTimeout, fan_out
 
 
 def outcome(kind: str, delay: float = 0.0):
@@ -54,8 +54,8 @@ def failing(exc: BaseException):
 
 @pytest.mark.parametrize("seed", range(20))
 async def test_reach_quorum_returns_at_quorum_or_raises_naming_every_drive(seed):
-    from cluster.errors import ReadQuorumLost, WriteQuorumLost
-    from cluster.quorum import reach_quorum
+    from shardfleet.cluster.errors import ReadQuorumLost, WriteQuorumLost
+    from shardfleet.cluster.quorum import reach_quorum
 
     rng = random.Random(seed)
     kinds = [rng.choice(["ok", "err", "gone"]) for _ in range(5)]
@@ -79,7 +79,7 @@ async def test_reach_quorum_returns_at_quorum_or_raises_naming_every_drive(seed)
 
 
 async def test_reach_quorum_lets_a_precise_error_win():
-    from cluster.quorum import reach_quorum
+    from shardfleet.cluster.quorum import reach_quorum
 
     def precise(errors):
         raise LookupError(len(errors))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.storage.shardfile import ShardFile
-from node.storage.shardread import ALIGN, DIRECT_MIN, RangeReader
+from shardfleet.node.storage.shardfile import ShardFile
+from shardfleet.node.storage.shardread import ALIGN, DIRECT_MIN, RangeReader
 
 SIZE = 3 * (1 << 20) + 4 * 7  # not a whole number of pages, like a framed shard
 DATA = os.urandom(SIZE)

@@ -17,10 +17,10 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from node.s3 import errors
-from node.s3.context import split_query
-from node.s3.sigv2 import canonical_amz_headers, canonical_resource, sign
-from node.s3.sigv4 import AuthResult, RequestView, verify_request
+from shardfleet.node.s3 import errors
+from shardfleet.node.s3.context import split_query
+from shardfleet.node.s3.sigv2 import canonical_amz_headers, canonical_resource, sign
+from shardfleet.node.s3.sigv4 import AuthResult, RequestView, verify_request
 
 AK, SECRET = "AKIDSHARDFLEET", "s3cr3t/with+odd=chars"
 DOC_AK, DOC_SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

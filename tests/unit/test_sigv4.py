@@ -12,8 +12,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from node.s3 import errors
-from node.s3.sigv4 import (
+from shardfleet.node.s3 import errors
+from shardfleet.node.s3.sigv4 import (
     EMPTY_SHA256,
     RequestView,
     canonical_query,

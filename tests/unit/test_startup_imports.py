@@ -31,15 +31,15 @@ print(json.dumps([aiohttp.__version__, sorted(vars(aiohttp)), sorted(vars(promet
 def test_serve_imports_no_client_and_no_exposition_until_complete() -> None:
     code = """
 import json, ssl, sys
-from node.codecache import import_server_libraries
-from node import lazy_init
+from shardfleet.node.codecache import import_server_libraries
+from shardfleet.node import lazy_init
 import_server_libraries()
-import node.app  # everything a node imports to serve
+import shardfleet.node.app  # everything a node imports to serve
 import aiohttp, prometheus_client
 rest = ("aiohttp.client", "aiohttp.connector", "aiohttp.cookiejar", "aiohttp.tracing",
         "prometheus_client.exposition", "prometheus_client.platform_collector")
 before = [lazy_init.pending(), [m for m in rest if m in sys.modules]]
-metrics = node.app.Metrics().render()  # a scrape before completion works
+metrics = shardfleet.node.app.Metrics().render()  # a scrape before completion works
 lazy_init.complete()
 from aiohttp import connector
 print(json.dumps({
@@ -69,7 +69,7 @@ print(json.dumps({
 def test_a_name_asked_of_a_pending_package_completes_it() -> None:
     code = """
 import sys, threading
-from node import lazy_init
+from shardfleet.node import lazy_init
 lazy_init.import_parts("aiohttp", "aiohttp.web", copy=("__version__",))
 import aiohttp
 pending = lazy_init.pending()
@@ -84,7 +84,7 @@ print(pending, lazy_init.pending(), ClientTimeout.__name__, aiohttp.ClientSessio
 def test_complete_racing_a_lookup_in_another_thread() -> None:
     code = """
 import threading
-from node import lazy_init
+from shardfleet.node import lazy_init
 lazy_init.import_parts("aiohttp", "aiohttp.web", copy=("__version__",))
 import aiohttp
 worker = threading.Thread(target=lazy_init.complete)
@@ -99,7 +99,7 @@ print(session is aiohttp.client.ClientSession, lazy_init.pending())
 def test_plain_import_when_already_imported_or_an_attribute_is_missing() -> None:
     code = """
 import aiohttp
-from node import lazy_init
+from shardfleet.node import lazy_init
 web, = lazy_init.import_parts("aiohttp", "aiohttp.web", copy=("__version__",))
 metrics, = lazy_init.import_parts("prometheus_client", "prometheus_client.metrics",
                                   copy=("__no_such_line__",))
@@ -110,8 +110,8 @@ print(lazy_init.pending(), web.__name__, metrics.__name__, hasattr(prometheus_cl
 
 
 def test_serve_imports_nothing_heavy_before_it_starts() -> None:
-    """node.main itself stays light: pydantic and aiohttp come in through serve."""
-    code = "import sys, node.main; print(sorted(m for m in ('pydantic', 'aiohttp') if m in sys.modules))"
+    """shardfleet.node.main itself stays light: pydantic and aiohttp come in through serve."""
+    code = "import sys, shardfleet.node.main; print(sorted(m for m in ('pydantic', 'aiohttp') if m in sys.modules))"
     assert _run(code) == "[]"
 
 
@@ -122,12 +122,12 @@ def test_pydantic_plugin_loader_stand_in() -> None:
     code = """
 import os, sys
 os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
-from node.codecache import _no_plugin_loader, import_server_libraries
+from shardfleet.node.codecache import _no_plugin_loader, import_server_libraries
 _no_plugin_loader()
 import_server_libraries()
-from node.config import NodeConfig
+from shardfleet.node.config import NodeConfig
 cfg = NodeConfig.model_validate({"drives": ["/tmp/a", "/tmp/b"], "ec": "1+1"})
-import node.app  # everything a node imports to serve
+import shardfleet.node.app  # everything a node imports to serve
 before = "importlib.metadata" in sys.modules or "crc32c" in sys.modules
 from pydantic.plugin import _loader
 group = _loader.PYDANTIC_ENTRY_POINT_GROUP

@@ -11,15 +11,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from transport.auth import (
+from shardfleet.transport.auth import (
     ClientAuth,
     ServerAuth,
     signed_message,
     verify_proof,
 )
-from transport.errors import AuthFailed
-from transport.framing import encode_end, encode_header
-from transport.tls import (
+from shardfleet.transport.errors import AuthFailed
+from shardfleet.transport.framing import encode_end, encode_header
+from shardfleet.transport.tls import (
     TlsFiles,
     check_node_id,
     create_ca,

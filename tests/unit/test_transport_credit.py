@@ -15,19 +15,19 @@ from aioquic.quic.connection import QuicConnection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import transport.config
-import transport.framing
-import transport.quic
-import transport.rpc_state
-from transport.config import TransportConfig
-from transport.quic import (
+import shardfleet.transport.config
+import shardfleet.transport.framing
+import shardfleet.transport.quic
+import shardfleet.transport.rpc_state
+from shardfleet.transport.config import TransportConfig
+from shardfleet.transport.quic import (
     ChunkBuffer,
     FlowControlledConnection,
     client_configuration,
     server_configuration,
 )
-from transport.rpc_state import Backoff, ReceiveWindow, SendCredit
-from transport.tls import create_ca, issue_node_cert, load_identity
+from shardfleet.transport.rpc_state import Backoff, ReceiveWindow, SendCredit
+from shardfleet.transport.tls import create_ca, issue_node_cert, load_identity
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +37,13 @@ SERVER_ADDR = ("127.0.0.1", 4433)
 
 
 @pytest.mark.parametrize(
-    "module", [transport.rpc_state, transport.framing, transport.config, transport.quic]
+    "module",
+    [
+        shardfleet.transport.rpc_state,
+        shardfleet.transport.framing,
+        shardfleet.transport.config,
+        shardfleet.transport.quic,
+    ],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module)

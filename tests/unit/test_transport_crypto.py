@@ -12,7 +12,7 @@ from aioquic.tls import CipherSuite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport import quic_crypto
+from shardfleet.transport import quic_crypto
 
 CIPHERS = [(b"aes-128-ecb", 16), (b"aes-256-ecb", 32), (b"chacha20", 32)]
 
@@ -59,7 +59,7 @@ def test_decrypt_matches_aioquic() -> None:
 
 
 def test_installed_by_the_transport() -> None:
-    import transport.quic  # noqa: F401
+    import shardfleet.transport.quic  # noqa: F401
 
     assert _crypto.HeaderProtection.apply is quic_crypto.apply
     assert _crypto.HeaderProtection.remove is quic_crypto.remove

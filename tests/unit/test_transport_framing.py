@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport.errors import ProtocolError
-from transport.framing import (
+from shardfleet.transport.errors import ProtocolError
+from shardfleet.transport.framing import (
     MAX_HEADER_SIZE,
     PREFIX,
     Body,
@@ -23,7 +23,7 @@ from transport.framing import (
     encode_error,
     encode_header,
 )
-from transport.rpc_state import MessageReader, RequestHead, ResponseHead
+from shardfleet.transport.rpc_state import MessageReader, RequestHead, ResponseHead
 
 pytestmark = pytest.mark.timeout(60)
 
