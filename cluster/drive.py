@@ -257,6 +257,12 @@ class Drive(Protocol):
         """Releases `owner`'s lease on `resource`; a no-op if `owner` does not hold it
         (already released, expired, or taken over by another owner)."""
 
+    def background(self) -> Drive:
+        """The same drive for background work (heal, scan): a remote drive's calls go on
+        the peer's background connection, their bodies paced to the transport's
+        `background_rate`; a local drive is itself (its disk is not paced here)."""
+        ...
+
 
 class OfflineDrive:
     """Stands in a set slot whose drive is missing: every call fails as DriveOffline."""
@@ -271,6 +277,9 @@ class OfflineDrive:
 
     async def info(self) -> DriveInfo:
         return DriveInfo(self.drive_id, self.endpoint, False, 0, 0, 0)
+
+    def background(self) -> OfflineDrive:
+        return self
 
     def __getattr__(self, name: str) -> object:
         async def offline(*args: object, **kwargs: object) -> None:

@@ -28,6 +28,7 @@ Fields a schema does not name are ignored (nothing reads them).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -270,6 +271,16 @@ class RemoteDrive:
         self._timeout = timeout
         self._shard_timeout = shard_timeout
         self._observe = observe  # (method, seconds) of every unary call, for metrics
+        self._background = False
+
+    def background(self) -> RemoteDrive:
+        """This drive for heal and scan traffic: the same drive, its calls on the peer's
+        background connection with their bodies paced (`transport.pacing`), so a heal never
+        crowds out a client's PUT. Shard calls get 4x the time, for the pacing."""
+        view = copy.copy(self)
+        view._background = True
+        view._shard_timeout = 4 * self._shard_timeout
+        return view
 
     @property
     def online(self) -> bool:
@@ -285,7 +296,10 @@ class RemoteDrive:
         header["d"] = self.drive_id
         started = time.perf_counter()
         try:
-            reply = await self._rpc.call(self.peer, rpc.method, header, None, timeout=self._timeout)
+            reply = await self._rpc.call(
+                self.peer, rpc.method, header, None, timeout=self._timeout,
+                background=self._background,
+            )  # fmt: skip
         except TransportError as exc:
             raise _drive_error(exc) from exc
         finally:
@@ -322,8 +336,9 @@ class RemoteDrive:
         header = {"d": self.drive_id, "b": bucket, "v": vid, "p": part}
         try:
             call = await self._rpc.open_stream(
-                self.peer, WRITE_SHARD.method, header, timeout=self._shard_timeout
-            )
+                self.peer, WRITE_SHARD.method, header, timeout=self._shard_timeout,
+                background=self._background,
+            )  # fmt: skip
         except TransportError as exc:
             raise _drive_error(exc) from exc
         return RemoteShardWriter(call, self.peer)
@@ -344,8 +359,9 @@ class RemoteDrive:
         header = {"d": self.drive_id, "b": bucket, "v": vid, "p": part, "o": offset, "n": length}
         try:
             reply = await self._rpc.call(
-                self.peer, READ_SHARD.method, header, None, timeout=self._shard_timeout
-            )
+                self.peer, READ_SHARD.method, header, None, timeout=self._shard_timeout,
+                background=self._background,
+            )  # fmt: skip
         except TransportError as exc:
             raise _drive_error(exc) from exc
         try:

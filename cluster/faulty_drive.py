@@ -365,3 +365,8 @@ class FaultyDrive:
 
     async def unlock(self, resource: str, owner: str) -> None:
         await self._call("unlock", resource, owner)
+
+    def background(self) -> FaultyDrive:
+        """Itself: faults injected on command apply to background work too (the wrapped
+        drive's own background view is not used)."""
+        return self

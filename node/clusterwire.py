@@ -85,7 +85,8 @@ def stored_topology(config: NodeConfig, drives: list[str]) -> ClusterTopology:
 def transport_config(config: NodeConfig) -> TransportConfig:
     assert config.cluster is not None
     size = config.cluster.max_datagram_size
-    return TransportConfig(**({"max_datagram_size": size} if size else {}))
+    rate = int(config.cluster.background_rate_mib * (1 << 20))
+    return TransportConfig(background_rate=rate, **({"max_datagram_size": size} if size else {}))
 
 
 def tls_files(config: NodeConfig) -> TlsFiles:

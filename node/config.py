@@ -78,6 +78,8 @@ class ClusterConfig(BaseModel):
     max_datagram_size: int | None = Field(default=None, ge=1200, le=65527)
     """QUIC datagram size; default: the largest loopback allows. 1452 on a 1500-MTU LAN,
     8952 on a 9000-MTU (jumbo frame) LAN."""
+    background_rate_mib: float = Field(default=32.0, ge=0, le=100_000)
+    """MiB per second a node sends on background (heal, scan) RPCs; 0: no cap."""
 
     @model_validator(mode="after")
     def _unique(self) -> ClusterConfig:

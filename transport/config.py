@@ -105,6 +105,15 @@ class TransportConfig:
     max_header_size: int = 1 * MIB
     """Largest HEADER frame accepted."""
 
+    background_rate: int = 32 * MIB
+    """Bytes per second this endpoint sends on background calls (heal, scan), request and
+    reply bodies together; 0: no cap. Background calls also travel on their own
+    connection per peer, so they never take a client call's flow-control window. See
+    `transport.pacing`; tests/bench/bench_priority.py measures what it buys."""
+
+    background_burst: int = 1 * MIB
+    """Bytes a background sender may send at once after idling."""
+
     def __post_init__(self) -> None:
         if not MIN_DATAGRAM_SIZE <= self.max_datagram_size <= MAX_DATAGRAM_SIZE:
             raise ValueError(
@@ -115,6 +124,8 @@ class TransportConfig:
         for name in ("max_data", "max_stream_data", "send_window", "chunk_size"):
             if getattr(self, name) < 64 * 1024:
                 raise ValueError(f"{name} must be at least 64 KiB")
+        if self.background_rate < 0 or self.background_burst < 0:
+            raise ValueError("background_rate and background_burst must not be negative")
         if self.ack_every < 1:
             raise ValueError("ack_every must be at least 1")
         if self.max_stream_data > self.max_data:

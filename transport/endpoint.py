@@ -2,7 +2,9 @@
 
 This is the only module that awaits the network. Shape of the traffic:
 
-- One outbound connection per peer, shared by every concurrent call; each call is one
+- Two outbound connections per peer, one for client calls and one for background calls
+  (heal, scan: `background=True`), each shared by every concurrent call of its class, so
+  background bodies never hold a client call's flow-control window; each call is one
   bidirectional QUIC stream (request ``HEADER BODY* END``, reply the same, see
   `transport.framing`). Callers racing to connect share one attempt. A failed attempt
   starts an exponential backoff during which calls fail fast with ConnectFailed.
@@ -18,6 +20,9 @@ This is the only module that awaits the network. Shape of the traffic:
   restarted peer does not know our connection and never answers it).
 - Cancelling a call (asyncio cancel, timeout, `StreamCall.cancel`, an unread `Reply`
   dropped) resets its stream both ways; the server cancels the handler's task.
+
+- Background calls' bodies are paced by the end that sends them, to
+  `config.background_rate` bytes/s per endpoint (`transport.pacing`).
 
 Memory: see `transport.config` (per connection `max_data` inbound, per sending stream
 `send_window` + one chunk outbound).
@@ -57,12 +62,13 @@ from shardfleet.transport.errors import (
     TransportError,
 )
 from shardfleet.transport.framing import encode_header
+from shardfleet.transport.pacing import Pacer
 from shardfleet.transport.quic import (
     FlowControlledConnection,
     client_configuration,
     server_configuration,
 )
-from shardfleet.transport.rpc_state import Backoff, RequestHead, ResponseHead
+from shardfleet.transport.rpc_state import FLAG_BACKGROUND, Backoff, RequestHead, ResponseHead
 from shardfleet.transport.server import Handler, serve_call
 from shardfleet.transport.streams import STREAM_CANCELLED, StreamIO, is_small
 from shardfleet.transport.tls import TlsFiles, load_identity
@@ -160,8 +166,11 @@ class RpcEndpoint:
         self._server: QuicServer | None = None
         self._server_transport: asyncio.DatagramTransport | None = None
         self._server_conf = server_configuration(self.identity, config)
-        self._outbound: dict[Peer, RpcConnection] = {}
-        self._connecting: dict[Peer, asyncio.Task[RpcConnection]] = {}
+        # per peer one connection for client calls and one for background calls (key: the
+        # peer and whether it is the background one)
+        self._outbound: dict[tuple[Peer, bool], RpcConnection] = {}
+        self._connecting: dict[tuple[Peer, bool], asyncio.Task[RpcConnection]] = {}
+        self.background_pacer = Pacer(config.background_rate, config.background_burst)
         self._backoff: dict[Peer, Backoff] = {}
         self._inbound: set[RpcConnection] = set()
         self._call_ids = itertools.count(1)
@@ -222,12 +231,14 @@ class RpcEndpoint:
         conn.handler_tasks.add(task)
         task.add_done_callback(conn.handler_tasks.discard)
         stream.on_abort = task.cancel
+        if head.flags & FLAG_BACKGROUND and self.background_pacer.enabled:
+            stream.pacer = self.background_pacer  # the reply body we send is paced
 
     def connection_lost(self, conn: RpcConnection) -> None:
         self._inbound.discard(conn)
-        for peer, current in list(self._outbound.items()):
+        for lane, current in list(self._outbound.items()):
             if current is conn:
-                del self._outbound[peer]
+                del self._outbound[lane]
         if conn.is_client and conn._transport is not None:
             conn._transport.close()  # one UDP socket per outbound connection
 
@@ -240,24 +251,29 @@ class RpcEndpoint:
         body: bytes | bytearray | memoryview | None = None,
         *,
         timeout: float | None = None,
+        background: bool = False,
     ) -> Reply:
         """Call `method` on `peer`; returns once the reply header arrived.
 
         `timeout` (default `config.call_timeout`) covers connecting, sending the body and
         waiting for the reply header. Raises RemoteError for an error reply, RpcTimeout,
-        ConnectFailed/AuthFailed, PeerGone.
+        ConnectFailed/AuthFailed, PeerGone. A `background` call (heal, scan) goes on the
+        peer's background connection and both ends pace the bodies they send to
+        `config.background_rate` (`transport.pacing`); give it a timeout that allows for it.
         """
         timeout = self.config.call_timeout if timeout is None else timeout
-        frame = self._request_frame(method, header)
+        frame = self._request_frame(method, header, background)
         loop = asyncio.get_running_loop()
         started = loop.time()
         conn: RpcConnection | None = None
         stream: StreamIO | None = None
         try:
             async with asyncio.timeout(timeout):
-                conn = await self._connection(peer)
+                conn = await self._connection(peer, background)
                 stream = conn.open_stream()
-                if is_small(body):
+                if background and self.background_pacer.enabled:
+                    stream.pacer = self.background_pacer
+                if is_small(body) and (stream.pacer is None or not body):
                     stream.write_message(frame, body)
                 else:
                     stream.write_frame(frame)
@@ -291,34 +307,44 @@ class RpcEndpoint:
         return Reply(stream, head.header, self.config.stall_timeout)
 
     async def open_stream(
-        self, peer: Peer, method: str, header: dict[str, Any], *, timeout: float | None = None
+        self,
+        peer: Peer,
+        method: str,
+        header: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        background: bool = False,
     ) -> StreamCall:
         """Start a call whose request body is streamed with `StreamCall.send()`.
 
         `timeout` bounds connecting now and, later, `finish()`'s wait for the reply header;
-        each `send()` waits at most `config.stall_timeout` for credit.
+        each `send()` waits at most `config.stall_timeout` for credit (and, `background`,
+        for the pacer, as in `call`).
         """
         timeout = self.config.call_timeout if timeout is None else timeout
-        frame = self._request_frame(method, header)
+        frame = self._request_frame(method, header, background)
         try:
             async with asyncio.timeout(timeout):
-                conn = await self._connection(peer)
+                conn = await self._connection(peer, background)
         except TimeoutError as exc:
             if isinstance(exc, RpcTimeout):
                 raise
             raise RpcTimeout(f"connecting to {peer.node_id} took over {timeout:.1f}s") from None
         stream = conn.open_stream()
+        if background and self.background_pacer.enabled:
+            stream.pacer = self.background_pacer
         stream.write_frame(frame)
         return StreamCall(stream, timeout=timeout, stall=self.config.stall_timeout)
 
-    def _request_frame(self, method: str, header: dict[str, Any]) -> bytes:
-        head = RequestHead(method, next(self._call_ids), header)
+    def _request_frame(self, method: str, header: dict[str, Any], background: bool) -> bytes:
+        head = RequestHead(method, next(self._call_ids), header, FLAG_BACKGROUND * background)
         return encode_header(head.to_fields(), max_size=self.config.max_header_size)
 
-    async def _connection(self, peer: Peer) -> RpcConnection:
+    async def _connection(self, peer: Peer, background: bool = False) -> RpcConnection:
         if self._closed:
             raise TransportError("endpoint is closed")
-        conn = self._outbound.get(peer)
+        lane = (peer, background)
+        conn = self._outbound.get(lane)
         if conn is not None and conn.lost_error is None and not conn.quic.closing:
             return conn
         loop = asyncio.get_running_loop()
@@ -326,7 +352,7 @@ class RpcEndpoint:
             peer,
             Backoff(base=self.config.reconnect_backoff_base, cap=self.config.reconnect_backoff_max),
         )
-        task = self._connecting.get(peer)
+        task = self._connecting.get(lane)
         if task is None:
             left = backoff.wait_left(now=loop.time())
             if left > 0:
@@ -334,18 +360,19 @@ class RpcEndpoint:
                     f"{peer.node_id} unreachable ({backoff.last_error}); "
                     f"next attempt in {left:.1f}s"
                 )
-            task = loop.create_task(self._connect(peer, backoff), name=f"connect:{peer.node_id}")
-            self._connecting[peer] = task
-            task.add_done_callback(lambda t: self._connect_done(peer, t))
+            task = loop.create_task(self._connect(lane, backoff), name=f"connect:{peer.node_id}")
+            self._connecting[lane] = task
+            task.add_done_callback(lambda t: self._connect_done(lane, t))
         return await asyncio.shield(task)
 
-    def _connect_done(self, peer: Peer, task: asyncio.Task[RpcConnection]) -> None:
-        if self._connecting.get(peer) is task:
-            del self._connecting[peer]
+    def _connect_done(self, lane: tuple[Peer, bool], task: asyncio.Task[RpcConnection]) -> None:
+        if self._connecting.get(lane) is task:
+            del self._connecting[lane]
         if not task.cancelled():
             task.exception()  # retrieved here: callers may all have timed out
 
-    async def _connect(self, peer: Peer, backoff: Backoff) -> RpcConnection:
+    async def _connect(self, lane: tuple[Peer, bool], backoff: Backoff) -> RpcConnection:
+        peer = lane[0]
         loop = asyncio.get_running_loop()
         conn: RpcConnection | None = None
         try:
@@ -395,18 +422,19 @@ class RpcEndpoint:
         if self._closed:  # close() ran while we were connecting
             conn.close_with(CLOSE_NORMAL, "endpoint closing")
             raise TransportError("endpoint is closed")
-        self._outbound[peer] = conn
+        self._outbound[lane] = conn
         log.debug("connected to %s at %s:%d", peer.node_id, peer.host, peer.port)
         return conn
 
     # -- state and shutdown --------------------------------------------------------------
     def peer_state(self, peer: Peer) -> PeerState:
         now = asyncio.get_running_loop().time()
-        conn = self._outbound.get(peer)
+        conn = self._outbound.get((peer, False))
         connected = conn is not None and conn.lost_error is None
         seen = [c.last_seen for c in self._inbound if c.peer_id == peer.node_id and c.last_seen]
-        if conn is not None and conn.last_seen is not None:
-            seen.append(conn.last_seen)
+        for either in (conn, self._outbound.get((peer, True))):
+            if either is not None and either.last_seen is not None:
+                seen.append(either.last_seen)
         backoff = self._backoff.get(peer)
         return PeerState(
             connected=connected,

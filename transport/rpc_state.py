@@ -27,6 +27,7 @@ from shardfleet.transport.errors import ProtocolError
 from shardfleet.transport.framing import Body, End, Error, Frame, Header
 
 MAX_METHOD_LEN = 256
+FLAG_BACKGROUND = 1  # RequestHead.flags: a background call; its reply body is paced
 
 
 # -- message heads ---------------------------------------------------------------------------

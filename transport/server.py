@@ -94,7 +94,10 @@ async def _run(
 
     body = response.body
     try:
-        if body is None or (isinstance(body, bytes | bytearray | memoryview) and is_small(body)):
+        small = body is None or (
+            isinstance(body, bytes | bytearray | memoryview) and is_small(body)
+        )
+        if small and (stream.pacer is None or not body):  # a background body is paced
             stream.write_message(header_frame, body)
             return
         stream.write_frame(header_frame)

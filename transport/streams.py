@@ -26,6 +26,7 @@ from shardfleet.transport.errors import (
     TransportError,
 )
 from shardfleet.transport.framing import Body, End, Error, FrameDecoder, body_prefix, encode_end
+from shardfleet.transport.pacing import Pacer
 from shardfleet.transport.rpc_state import MessageReader, RequestHead, ResponseHead, SendCredit
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class StreamIO:
         self._error: TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._send_waiter: asyncio.Future[None] | None = None
+        self.pacer: Pacer | None = None  # set on background calls' streams: paces write_body
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -276,8 +278,11 @@ class StreamIO:
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
         chunk = self.conn.config.chunk_size
+        pacer = self.pacer
         for start in range(0, len(view), chunk):
             piece = view[start : start + chunk]
+            if pacer is not None:
+                await pacer.take(len(piece))
             await self._wait_credit(len(piece), stall)
             self._send(body_prefix(len(piece)))
             self._send(piece)

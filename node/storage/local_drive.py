@@ -451,6 +451,9 @@ class LocalDrive:
         self._guard()
         self.leases.release(resource, owner)
 
+    def background(self) -> LocalDrive:
+        return self  # the transport paces background traffic; a local disk is not paced
+
     # -- start-up and shutdown ----------------------------------------------------------
     def reconcile_startup(self) -> None:
         """Synchronous, cheap part of start-up: staged writes and retired versions."""

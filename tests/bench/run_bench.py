@@ -11,6 +11,7 @@ Suites (``--suite a,b``; default all, in this order), each bounded in time:
   transport   tests/bench/bench_transport.py: QUIC shard shipping between two processes
   startup     spawn of a standalone node until /health/ready answers 200 (issue 5)
   overhead    access log + metrics cost on 4 KiB request throughput, on/off alternating
+  priority    tests/bench/bench_priority.py: client PUT latency beside paced background calls
 
 Data always lives in temp dirs on the real disk (on tmpfs fsync is free and the numbers would
 flatter us); every process a suite starts is stopped and its data deleted, whatever happens.
@@ -40,6 +41,7 @@ from types import FrameType
 import suite_cluster
 import suite_costs
 import suite_overhead
+import suite_priority
 import suite_standalone
 import suite_startup
 import suite_transport
@@ -53,6 +55,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], SuiteResult]] = {
     "transport": suite_transport.run,
     "startup": suite_startup.run,
     "overhead": suite_overhead.run,
+    "priority": suite_priority.run,
 }
 
 

@@ -406,6 +406,25 @@ async def check_locks(make_drive: MakeDrive) -> None:
             await d.lock("bkt/x", "owner-1", ttl)
 
 
+async def check_background_view(make_drive: MakeDrive) -> None:
+    """`background()` is the same drive: what a heal writes through it, clients read, and
+    the other way round (over RPC it rides the paced background connection)."""
+    d = (await make_drive()).drive
+    bg = d.background()
+    assert bg.drive_id == d.drive_id and bg.online
+    await bg.make_bucket("bkt", 1)
+    body = random.Random(9).randbytes((300 << 10) + 1)
+    vid = vid_of(1)
+    await stage(bg, "bkt", vid, {1: body})
+    m = meta(vid, inline=False, size=len(body))
+    await bg.commit("bkt", "k", m, None)
+    assert await d.read_meta("bkt", "k") == MetaRecord(m, None)
+    assert bytes(await bg.read_shard("bkt", vid, 1, 0, 1 << 20)) == body
+    assert bytes(await d.read_shard("bkt", vid, 1, 0, 1 << 20)) == body
+    with pytest.raises(StaleVersion):  # the conditional commit holds for a heal too
+        await bg.commit("bkt", "k", meta(vid_of(0), 50, inline=True, size=1), b"x")
+
+
 CHECKS = [
     check_identity_and_info,
     check_buckets,
@@ -418,6 +437,7 @@ CHECKS = [
     check_delete,
     check_scan_and_scan_digest,
     check_locks,
+    check_background_view,
 ]
 
 

@@ -442,3 +442,67 @@ async def test_peer_state_reports_rtt_and_last_seen(client, peer):
     await client.call(peer, "count", {}, timeout=5)
     state = client.peer_state(peer)
     assert state.connected and state.last_seen is not None and state.rtt is not None
+
+
+# -- background calls: their own connection, paced bodies ------------------------------------
+PACED = TransportConfig(
+    stall_timeout=5.0, background_rate=8 * MIB, background_burst=MIB, reconnect_backoff_base=0.05
+)
+
+
+async def test_background_calls_use_their_own_connection(client, server, peer):
+    await client.call(peer, "echo", {}, b"client", timeout=5)
+    reply = await client.call(peer, "echo", {}, b"heal", timeout=5, background=True)
+    assert await reply.read(MIB) == b"heal"
+    assert len(client._outbound) == 2 and len(server._inbound) == 2
+    assert {bg for _, bg in client._outbound} == {False, True}
+    assert client.peer_state(peer).connected
+
+
+async def test_background_bodies_are_paced_both_ways(endpoints, app):
+    """At 8 MiB/s with a 1 MiB burst, 5 MiB sent by a background caller (request body) or
+    by the server answering a background call (reply body) take at least 0.5 s; the same
+    calls as client calls are not paced at all."""
+    server = await endpoints("server-node", config=PACED, app=app)
+    client = await endpoints("client-node", config=PACED)
+    peer = Peer("server-node", "127.0.0.1", server.port)
+    body = os.urandom(5 * MIB)
+
+    async def upload(background: bool) -> float:
+        t0 = time.monotonic()
+        call = await client.open_stream(peer, "echo_stream", {}, timeout=10, background=background)
+        for i in range(0, len(body), MIB):
+            await call.send(body[i : i + MIB])
+        reply = await call.finish()
+        assert hashlib.sha256(await reply.read(8 * MIB)).digest() == hashlib.sha256(body).digest()
+        return time.monotonic() - t0
+
+    async def download(background: bool) -> float:
+        t0 = time.monotonic()
+        reply = await client.call(peer, "source", {"n": 5 * MIB}, timeout=10, background=background)
+        assert len(await reply.read(8 * MIB)) == 5 * MIB
+        return time.monotonic() - t0
+
+    await client.call(peer, "echo", {}, b"warm", timeout=5)
+    await client.call(peer, "echo", {}, b"warm", timeout=5, background=True)
+    await asyncio.sleep(0.2)  # both pacers idle long enough to refill their burst
+    sent_before = client.background_pacer.sent
+    assert await upload(True) >= 0.45  # (5 - 1) MiB over the burst at 8 MiB/s
+    assert client.background_pacer.sent - sent_before == 5 * MIB
+    await asyncio.sleep(0.2)
+    assert await download(True) >= 0.45  # paced by the server's pacer
+    assert server.background_pacer.sent >= 5 * MIB
+    client_paced = client.background_pacer.sent
+    await upload(False)
+    await download(False)
+    assert client.background_pacer.sent == client_paced  # client calls never touch it
+
+
+async def test_background_rate_zero_paces_nothing(endpoints, app):
+    config = TransportConfig(stall_timeout=5.0, background_rate=0)
+    server = await endpoints("server-node", config=config, app=app)
+    client = await endpoints("client-node", config=config)
+    peer = Peer("server-node", "127.0.0.1", server.port)
+    reply = await client.call(peer, "source", {"n": 2 * MIB}, timeout=10, background=True)
+    assert len(await reply.read(4 * MIB)) == 2 * MIB
+    assert not client.background_pacer.enabled and client.background_pacer.waited == 0
