@@ -190,6 +190,11 @@ class Drive(Protocol):
 
     async def info(self) -> DriveInfo: ...
 
+    def snapshot(self) -> DriveInfo:
+        """What the drive knows of itself without I/O (free space from its last probe; 0s
+        where it knows none, as a remote drive today): for scrapes and status pages."""
+        ...
+
     async def make_bucket(self, bucket: str, created: int) -> None: ...
 
     async def delete_bucket(self, bucket: str, *, force: bool = False) -> None: ...
@@ -280,6 +285,9 @@ class OfflineDrive:
 
     def background(self) -> OfflineDrive:
         return self
+
+    def snapshot(self) -> DriveInfo:
+        return DriveInfo(self.drive_id, self.endpoint, False, 0, 0, 0)
 
     def __getattr__(self, name: str) -> object:
         async def offline(*args: object, **kwargs: object) -> None:

@@ -273,6 +273,9 @@ class RemoteDrive:
         self._observe = observe  # (method, seconds) of every unary call, for metrics
         self._background = False
 
+    def snapshot(self) -> DriveInfo:
+        return DriveInfo(self.drive_id, self.endpoint, self.online, 0, 0, 0)
+
     def background(self) -> RemoteDrive:
         """This drive for heal and scan traffic: the same drive, its calls on the peer's
         background connection with their bodies paced (`transport.pacing`), so a heal never

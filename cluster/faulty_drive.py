@@ -366,6 +366,11 @@ class FaultyDrive:
     async def unlock(self, resource: str, owner: str) -> None:
         await self._call("unlock", resource, owner)
 
+    def snapshot(self) -> DriveInfo:
+        real = self.real.snapshot()
+        return DriveInfo(real.drive_id, real.endpoint, self.online, real.total, real.free,
+                         real.errors)  # fmt: skip
+
     def background(self) -> FaultyDrive:
         """Itself: faults injected on command apply to background work too (the wrapped
         drive's own background view is not used)."""

@@ -36,7 +36,7 @@ from shardfleet.node.s3.context import S3Services
 from shardfleet.node.s3.errors import ServiceUnavailable
 from shardfleet.node.s3.router import error_response, make_handler, new_request_id
 from shardfleet.node.s3.server import S3Server
-from shardfleet.node.storage.format import FormatError, open_drives
+from shardfleet.node.storage.format import FormatError, open_drives, opened_here
 from shardfleet.node.storage.local_drive import LocalDrive
 
 log = logging.getLogger(__name__)
@@ -136,12 +136,9 @@ class Node:
         if self.config.cluster is not None:
             return self._open_cluster()
         opened = open_drives(self.config.drives, self.config.params, self.io_pool)
-        cluster_id = next(
-            d.format.cluster_id for s in opened for d in s.drives if isinstance(d, LocalDrive)
-        )
         sets = [
             ErasureSet(
-                cluster_id=cluster_id,
+                cluster_id=s.cluster_id,
                 pool=0,
                 index=s.index,
                 params=s.params,
@@ -154,7 +151,7 @@ class Node:
 
     def local_drives(self) -> list[LocalDrive]:
         assert self.layer is not None
-        return [d for d in self.layer.all_drives if isinstance(d, LocalDrive)]
+        return opened_here(self.layer.all_drives)
 
     def _lookup_secret(self, access_key: str) -> str | None:
         ak, sk = self.config.credentials
@@ -238,12 +235,8 @@ class Node:
                 "local": d.is_local,
             }
             if d.is_local:
-                st = getattr(d, "last_statvfs", None)
-                row.update(
-                    errors=getattr(d, "errors", 0),
-                    free=st[0] if st else 0,
-                    total=st[1] if st else 0,
-                )
+                snap = d.snapshot()
+                row.update(errors=snap.errors, free=snap.free, total=snap.total)
             drives.append(row)
         state: dict[str, object] = {"drives": drives}
         if self.cluster is not None:

@@ -27,7 +27,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shardfleet.cluster.drive import Drive, OfflineDrive
+from shardfleet.cluster.drive import Drive
 from shardfleet.cluster.drive_rpc import RemoteDrive, drive_handlers
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.membership import Heartbeat, MembershipConfig, MembershipView
@@ -41,9 +41,8 @@ from shardfleet.cluster.topology import (
 )
 from shardfleet.cluster.topology_rpc import get_topology, push_topology, topology_handlers
 from shardfleet.node.config import NodeConfig
-from shardfleet.node.storage.format import FormatError, open_assigned
+from shardfleet.node.storage.format import FormatError, open_assigned, opened_here
 from shardfleet.node.storage.fsutil import atomic_write
-from shardfleet.node.storage.local_drive import LocalDrive
 from shardfleet.transport.endpoint import Peer, RpcEndpoint, TransportConfig
 from shardfleet.transport.tls import TlsFiles
 
@@ -215,8 +214,8 @@ class ClusterRuntime:
         return sets, local
 
     def save_topology(self) -> None:
-        for drive in self.local.values():
-            if isinstance(drive, LocalDrive) and drive.online:
+        for drive in opened_here(self.local.values()):
+            if drive.online:
                 with contextlib.suppress(OSError):
                     atomic_write(drive.root, TOPOLOGY_FILE, [self.topology.to_json().encode()])
 
@@ -243,9 +242,8 @@ class ClusterRuntime:
     def _register_drives(self) -> None:
         """Serves our drives to peers; the handlers read `served`, refreshed as pools come."""
         self.served.clear()
-        for drive in self.local.values():
-            if not isinstance(drive, OfflineDrive):
-                self.served[drive.drive_id] = drive
+        for drive in opened_here(self.local.values()):
+            self.served[drive.drive_id] = drive
         if not self._handlers_registered:
             for method, handler in drive_handlers(self.served).items():
                 self.endpoint.register(method, handler)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +35,16 @@ class FormatError(Exception):
 @dataclass(slots=True)
 class OpenedSet:
     index: int
-    drives: list[Drive]
+    drives: list[Drive]  # by position; OfflineDrive where a drive is missing
     params: ErasureParams
+    cluster_id: str  # what every drive of the set records
+
+
+def opened_here(drives: Iterable[Drive]) -> list[LocalDrive]:
+    """The drives among `drives` that this node opened from its disks: the ones the node
+    probes, sweeps, writes the topology to and closes (its own storage, so the node holds
+    them by their class; everything else goes through the Drive interface)."""
+    return [d for d in drives if isinstance(d, LocalDrive)]
 
 
 def _read_format(path: Path) -> DriveFormat | None:
@@ -166,7 +174,7 @@ def open_drives(paths: list[Path], params: ErasureParams, io_pool: Executor) -> 
                         template.set_drives[pos], f"set {set_no} slot {pos}", "drive missing"
                     )
                 )
-        opened.append(OpenedSet(set_no, drives, on_disk))
+        opened.append(OpenedSet(set_no, drives, on_disk, template.cluster_id))
     return opened
 
 

@@ -451,6 +451,10 @@ class LocalDrive:
         self._guard()
         self.leases.release(resource, owner)
 
+    def snapshot(self) -> DriveInfo:
+        free, total = self.last_statvfs or (0, 0)
+        return DriveInfo(self.drive_id, self.endpoint, self.online, total, free, self.errors)
+
     def background(self) -> LocalDrive:
         return self  # the transport paces background traffic; a local disk is not paced
 

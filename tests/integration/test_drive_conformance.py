@@ -412,6 +412,9 @@ async def check_background_view(make_drive: MakeDrive) -> None:
     d = (await make_drive()).drive
     bg = d.background()
     assert bg.drive_id == d.drive_id and bg.online
+    snap = d.snapshot()  # no I/O; free space only where the drive has probed it
+    assert (snap.drive_id, snap.online) == (d.drive_id, True)
+    assert 0 <= snap.free <= snap.total
     await bg.make_bucket("bkt", 1)
     body = random.Random(9).randbytes((300 << 10) + 1)
     vid = vid_of(1)
