@@ -117,11 +117,7 @@ async def list_objects(req: S3Request) -> web.Response:
         token = q.get("continuation-token")
         start = _decode_token(token) if token is not None else q.get("start-after", "")
     else:
-        start = q.get("marker", "")
-        if delimiter and start.startswith(prefix) and delimiter in start[len(prefix) :]:
-            # a V1 NextMarker that is a common prefix: continue past everything under it
-            cut = start.index(delimiter, len(prefix)) + len(delimiter)
-            start = start[:cut] + "\U0010ffff"
+        start = _past_common_prefix(q.get("marker", ""), prefix, delimiter)
     page = await req.layer.list_objects(
         req.bucket, prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys
     )
@@ -153,6 +149,61 @@ async def list_objects(req: S3Request) -> web.Response:
         key_count=v2,
     )
     return xml_response(body)
+
+
+async def list_versions(req: S3Request) -> web.Response:
+    """ListObjectVersions. Buckets are never versioned here, so every object is its one
+    version, `null`, and the latest; tools and test suites list versions to empty a bucket."""
+    q = req.query
+    encoding = q.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise InvalidArgument(
+            "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
+        )
+    prefix, delimiter, max_keys = q.get("prefix", ""), q.get("delimiter", ""), _max_keys(req)
+    key_marker, vid_marker = q.get("key-marker", ""), q.get("version-id-marker")
+    if vid_marker is not None:
+        if not key_marker:
+            raise InvalidArgument(
+                "A version-id marker cannot be specified without a key marker.",
+                ArgumentName="version-id-marker", ArgumentValue=vid_marker,
+            )  # fmt: skip
+        if vid_marker not in ("", "null"):
+            raise InvalidArgument(
+                "Invalid version id specified",
+                ArgumentName="version-id-marker", ArgumentValue=vid_marker,
+            )  # fmt: skip
+    # the key marker's own (null) version was listed already: go on after it
+    start = _past_common_prefix(key_marker, prefix, delimiter)
+    page = await req.layer.list_objects(
+        req.bucket, prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys
+    )
+    fields = {"KeyMarker": key_marker, "VersionIdMarker": vid_marker or ""}
+    next_marker = None
+    if page.truncated:
+        next_marker = page.next_marker.rstrip("\U0010ffff")
+    body = xml.list_versions(
+        bucket=req.bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        max_keys=max_keys,
+        objects=page.objects,
+        prefixes=page.prefixes,
+        next_key_marker=next_marker,
+        encode=encoding == "url",
+        owner_id=req.services.owner_id,
+        fields=fields,
+    )
+    return xml_response(body)
+
+
+def _past_common_prefix(marker: str, prefix: str, delimiter: str) -> str:
+    """A V1 NextMarker (or a versions NextKeyMarker) that is a common prefix: continue past
+    everything under it."""
+    if delimiter and marker.startswith(prefix) and delimiter in marker[len(prefix) :]:
+        cut = marker.index(delimiter, len(prefix)) + len(delimiter)
+        return marker[:cut] + "\U0010ffff"
+    return marker
 
 
 def xml_response(body: bytes, status: int = 200) -> web.Response:

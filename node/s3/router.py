@@ -75,6 +75,7 @@ BUCKET: dict[tuple[str, str], Handler] = {
     ("GET", ""): buckets.list_objects,
     ("GET", "location"): buckets.get_location,
     ("GET", "versioning"): buckets.get_versioning,
+    ("GET", "versions"): buckets.list_versions,
     ("POST", "delete"): objects.delete_objects,
 }
 OBJECT: dict[tuple[str, str], Handler] = {
@@ -93,6 +94,7 @@ OP_NAMES: dict[Handler, str] = {
     buckets.list_objects: "ListObjects",
     buckets.get_location: "GetBucketLocation",
     buckets.get_versioning: "GetBucketVersioning",
+    buckets.list_versions: "ListObjectVersions",
     objects.delete_objects: "DeleteObjects",
     objects.put_object: "PutObject",
     objects.get_object: "GetObject",

@@ -35,7 +35,10 @@ from shardfleet.node.s3.errors import (
 )
 
 #: every operation the router serves (router.OP_NAMES' values)
-BUCKET_READS = frozenset({"ListObjects", "HeadBucket", "GetBucketLocation", "GetBucketVersioning"})
+BUCKET_READS = frozenset(
+    {"ListObjects", "ListObjectVersions", "HeadBucket", "GetBucketLocation", "GetBucketVersioning"}
+)
+LISTINGS = ("ListObjects", "ListObjectVersions")
 OBJECT_READS = frozenset({"GetObject", "HeadObject"})
 OBJECT_WRITES = frozenset({"PutObject", "CopyObject"})
 ALL_OPS = (
@@ -222,11 +225,14 @@ RULES: tuple[Rule, ...] = (
     # -- query parameters --------------------------------------------------------------------
     Q("x-id", ALL_OPS, note="the SDK's operation name, informational"),
     Q("versionId", OBJECT_READS | {"DeleteObject"}, _version_id, sample="3HL4kqtJlcpXroDTDmJ"),
-    Q("prefix", ("ListObjects",)),
-    Q("delimiter", ("ListObjects",)),
+    Q("prefix", LISTINGS),
+    Q("delimiter", LISTINGS),
     Q("marker", ("ListObjects",)),
-    Q("max-keys", ("ListObjects",)),
-    Q("encoding-type", ("ListObjects",)),
+    Q("max-keys", LISTINGS),
+    Q("encoding-type", LISTINGS),
+    Q("versions", ("ListObjectVersions",), note="unversioned: every object is version null"),
+    Q("key-marker", ("ListObjectVersions",)),
+    Q("version-id-marker", ("ListObjectVersions",)),
     Q("list-type", ("ListObjects",)),
     Q("continuation-token", ("ListObjects",)),
     Q("start-after", ("ListObjects",)),
@@ -279,7 +285,6 @@ REFUSED_SUBRESOURCES = (
     "torrent",
     "uploadId",
     "uploads",
-    "versions",
     "website",
 )
 RULES += tuple(Q(name, sample="", sample_op="GetObject") for name in REFUSED_SUBRESOURCES)

@@ -186,3 +186,49 @@ def list_objects(
         )
     parts += [f"<CommonPrefixes>{el('Prefix', name(p))}</CommonPrefixes>" for p in prefixes]
     return document("ListBucketResult", parts)
+
+
+def list_versions(
+    *,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    max_keys: int,
+    objects: list[tuple[str, int, str, int]],  # key, mtime ns, etag, size
+    prefixes: list[str],
+    next_key_marker: str | None,
+    encode: bool,
+    owner_id: str,
+    fields: dict[str, str],
+) -> bytes:
+    """ListVersionsResult of an unversioned bucket: each object as its one version, `null`,
+    the latest. With encoding-type=url, AWS encodes Key, Prefix, Delimiter, KeyMarker and
+    NextKeyMarker."""
+    from urllib.parse import quote
+
+    def name(value: str) -> str:
+        return quote(value, safe="/") if encode else value
+
+    parts = [el("Name", bucket), el("Prefix", name(prefix))]
+    parts.append(el("KeyMarker", name(fields["KeyMarker"])))
+    parts.append(el("VersionIdMarker", fields["VersionIdMarker"]))
+    if next_key_marker is not None:
+        parts += [el("NextKeyMarker", name(next_key_marker)), el("NextVersionIdMarker", "null")]
+    parts.append(el("MaxKeys", max_keys))
+    if delimiter:
+        parts.append(el("Delimiter", name(delimiter)))
+    if encode:
+        parts.append(el("EncodingType", "url"))
+    parts.append(el("IsTruncated", "true" if next_key_marker is not None else "false"))
+    who = owner(owner_id)
+    for key, mtime, etag, size in objects:
+        second, ms = divmod(mtime // 1_000_000, 1000)
+        date = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        parts.append(
+            f"<Version>{el('Key', name(key))}<VersionId>null</VersionId>"
+            f"<IsLatest>true</IsLatest><LastModified>{date}.{ms:03d}Z</LastModified>"
+            f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{who}"
+            "<StorageClass>STANDARD</StorageClass></Version>"
+        )
+    parts += [f"<CommonPrefixes>{el('Prefix', name(p))}</CommonPrefixes>" for p in prefixes]
+    return document("ListVersionsResult", parts)
