@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from shardfleet.node.logs import log_request
-from shardfleet.node.s3 import buckets, copy, objects, semantics, xml
+from shardfleet.node.s3 import acl, buckets, copy, objects, semantics, xml
 from shardfleet.node.s3.context import S3Request, S3Services, split_query, split_target
 from shardfleet.node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
 from shardfleet.node.s3.sigv4 import RequestView, verify_request
@@ -76,6 +76,8 @@ BUCKET: dict[tuple[str, str], Handler] = {
     ("GET", "location"): buckets.get_location,
     ("GET", "versioning"): buckets.get_versioning,
     ("GET", "versions"): buckets.list_versions,
+    ("GET", "acl"): acl.get_bucket_acl,
+    ("PUT", "acl"): acl.put_bucket_acl,
     ("POST", "delete"): objects.delete_objects,
 }
 OBJECT: dict[tuple[str, str], Handler] = {
@@ -83,6 +85,8 @@ OBJECT: dict[tuple[str, str], Handler] = {
     ("GET", ""): objects.get_object,
     ("HEAD", ""): objects.head_object,
     ("DELETE", ""): objects.delete_object,
+    ("GET", "acl"): acl.get_object_acl,
+    ("PUT", "acl"): acl.put_object_acl,
 }
 
 
@@ -95,6 +99,10 @@ OP_NAMES: dict[Handler, str] = {
     buckets.get_location: "GetBucketLocation",
     buckets.get_versioning: "GetBucketVersioning",
     buckets.list_versions: "ListObjectVersions",
+    acl.get_bucket_acl: "GetBucketAcl",
+    acl.put_bucket_acl: "PutBucketAcl",
+    acl.get_object_acl: "GetObjectAcl",
+    acl.put_object_acl: "PutObjectAcl",
     objects.delete_objects: "DeleteObjects",
     objects.put_object: "PutObject",
     objects.get_object: "GetObject",

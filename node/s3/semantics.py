@@ -39,15 +39,17 @@ BUCKET_READS = frozenset(
     {"ListObjects", "ListObjectVersions", "HeadBucket", "GetBucketLocation", "GetBucketVersioning"}
 )
 LISTINGS = ("ListObjects", "ListObjectVersions")
+ACL_OPS = frozenset({"GetBucketAcl", "PutBucketAcl", "GetObjectAcl", "PutObjectAcl"})
 OBJECT_READS = frozenset({"GetObject", "HeadObject"})
 OBJECT_WRITES = frozenset({"PutObject", "CopyObject"})
 ALL_OPS = (
     BUCKET_READS
     | OBJECT_READS
     | OBJECT_WRITES
+    | ACL_OPS
     | {"ListBuckets", "CreateBucket", "DeleteBucket", "DeleteObjects", "DeleteObject"}
 )
-BODY_OPS = frozenset({"PutObject", "CreateBucket", "DeleteObjects"})
+BODY_OPS = frozenset({"PutObject", "CreateBucket", "DeleteObjects", "PutBucketAcl", "PutObjectAcl"})
 BUCKET_OPS = ALL_OPS - {"ListBuckets"}
 
 Check = Callable[[str, "Screen"], None]
@@ -210,7 +212,12 @@ RULES: tuple[Rule, ...] = (
     # -- stored object attributes ------------------------------------------------------------
     H("x-amz-meta-", PUT_LIKE, prefix=True, note="user metadata, 2 KB at most"),
     H("x-amz-storage-class", PUT_LIKE, _storage_class, sample="GLACIER"),
-    H("x-amz-acl", PUT_LIKE | {"CreateBucket"}, _only(["private"]), sample="public-read"),
+    H(
+        "x-amz-acl",
+        PUT_LIKE | {"CreateBucket", "PutBucketAcl", "PutObjectAcl"},
+        _only(["private"]),
+        sample="public-read",
+    ),  # fmt: skip
     H("x-amz-grant-", prefix=True, sample='id="someone"', note="ACL grants: no ACLs"),
     H("x-amz-object-ownership", ("CreateBucket",), _only(["BucketOwnerEnforced"])),
     H("x-amz-bucket-object-lock-enabled", ("CreateBucket",), _false, sample="true"),
@@ -245,6 +252,7 @@ RULES: tuple[Rule, ...] = (
     Q("response-content-encoding", ("GetObject",)),
     Q("delete", ("DeleteObjects",)),
     Q("location", ("GetBucketLocation",)),
+    Q("acl", ACL_OPS, sample_op="DeleteObject", note="the private ACL only: read, or set private"),
     Q("versioning", ("GetBucketVersioning",), note="reads only: never enabled"),
     # presigned-URL authentication (SigV4, then SigV2), verified
     *(Q(n, ALL_OPS) for n in PRESIGN_PARAMS),
@@ -254,7 +262,6 @@ RULES: tuple[Rule, ...] = (
 #: subresources S3 defines that we do not serve: each is refused with 501 (a PUT ?acl must
 #: not overwrite an object, a GET ?tagging must not return its bytes)
 REFUSED_SUBRESOURCES = (
-    "acl",
     "accelerate",
     "analytics",
     "attributes",

@@ -429,7 +429,7 @@ def test_user_metadata_too_large(server, s3, raw, bucket):
 @pytest.mark.parametrize(
     ("method", "target", "status", "code"),
     [
-        ("PUT", "/{bucket}/k?acl", 501, "NotImplemented"),
+        ("PUT", "/{bucket}/k?retention", 501, "NotImplemented"),
         ("PUT", "/{bucket}/k?tagging", 501, "NotImplemented"),
         ("POST", "/{bucket}/k?uploads", 501, "NotImplemented"),
         ("PATCH", "/{bucket}/k", 405, "MethodNotAllowed"),
