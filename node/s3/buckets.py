@@ -89,6 +89,16 @@ def _max_keys(req: S3Request) -> int:
     return min(value, 1000)
 
 
+def _listing_params(req: S3Request) -> tuple[str, str, int, bool]:
+    """prefix, delimiter, max-keys and whether to url-encode: what every listing takes."""
+    q = req.query
+    if q.get("encoding-type") not in (None, "url"):
+        raise InvalidArgument(
+            "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
+        )
+    return q.get("prefix", ""), q.get("delimiter", ""), _max_keys(req), "encoding-type" in q
+
+
 def _encode_token(marker: str) -> str:
     return base64.urlsafe_b64encode(marker.encode("utf-8", "surrogatepass")).decode()
 
@@ -107,12 +117,7 @@ async def list_objects(req: S3Request) -> web.Response:
     v2 = q.get("list-type") == "2"
     if "list-type" in q and not v2:
         raise InvalidArgument("list-type must be 2.", ArgumentName="list-type")
-    encoding = q.get("encoding-type")
-    if encoding not in (None, "url"):
-        raise InvalidArgument(
-            "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
-        )
-    prefix, delimiter, max_keys = q.get("prefix", ""), q.get("delimiter", ""), _max_keys(req)
+    prefix, delimiter, max_keys, encode = _listing_params(req)
     if v2:
         token = q.get("continuation-token")
         start = _decode_token(token) if token is not None else q.get("start-after", "")
@@ -143,7 +148,7 @@ async def list_objects(req: S3Request) -> web.Response:
         objects=page.objects,
         prefixes=page.prefixes,
         truncated=page.truncated,
-        encode=encoding == "url",
+        encode=encode,
         owner_id=owner,
         fields=fields,
         key_count=v2,
@@ -155,12 +160,7 @@ async def list_versions(req: S3Request) -> web.Response:
     """ListObjectVersions. Buckets are never versioned here, so every object is its one
     version, `null`, and the latest; tools and test suites list versions to empty a bucket."""
     q = req.query
-    encoding = q.get("encoding-type")
-    if encoding not in (None, "url"):
-        raise InvalidArgument(
-            "Invalid Encoding Method specified in Request", ArgumentName="encoding-type"
-        )
-    prefix, delimiter, max_keys = q.get("prefix", ""), q.get("delimiter", ""), _max_keys(req)
+    prefix, delimiter, max_keys, encode = _listing_params(req)
     key_marker, vid_marker = q.get("key-marker", ""), q.get("version-id-marker")
     if vid_marker is not None:
         if not key_marker:
@@ -190,7 +190,7 @@ async def list_versions(req: S3Request) -> web.Response:
         objects=page.objects,
         prefixes=page.prefixes,
         next_key_marker=next_marker,
-        encode=encoding == "url",
+        encode=encode,
         owner_id=req.services.owner_id,
         fields=fields,
     )

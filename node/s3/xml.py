@@ -8,7 +8,7 @@ and rejects DTDs so no entity expansion can happen.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
@@ -141,6 +141,21 @@ def location(region: str) -> bytes:
     return (HEAD + f'<LocationConstraint xmlns="{NS}">{value}</LocationConstraint>').encode()
 
 
+def _listing_dates() -> Callable[[int], str]:
+    """LastModified of a listing's rows from mtime ns; a page's objects mostly share their
+    second, so each second is formatted once."""
+    dates: dict[int, str] = {}
+
+    def stamp(mtime: int) -> str:
+        second, ms = divmod(mtime // 1_000_000, 1000)
+        date = dates.get(second)
+        if date is None:
+            date = dates[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{date}.{ms:03d}Z"
+
+    return stamp
+
+
 def list_objects(
     *,
     bucket: str,
@@ -173,14 +188,10 @@ def list_objects(
         parts.append(el("EncodingType", "url"))
     parts.append(el("IsTruncated", "true" if truncated else "false"))
     who = owner(owner_id) if owner_id else ""
-    dates: dict[int, str] = {}  # a page's objects mostly share their second
+    stamp = _listing_dates()
     for key, mtime, etag, size in objects:
-        second, ms = divmod(mtime // 1_000_000, 1000)
-        date = dates.get(second)
-        if date is None:
-            date = dates[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         parts.append(
-            f"<Contents><Key>{escape(name(key)) if _SPECIAL.search(key) or encode else key}</Key><LastModified>{date}.{ms:03d}Z</LastModified>"
+            f"<Contents><Key>{escape(name(key)) if _SPECIAL.search(key) or encode else key}</Key><LastModified>{stamp(mtime)}</LastModified>"
             f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{who}"
             "<StorageClass>STANDARD</StorageClass></Contents>"
         )
@@ -221,12 +232,11 @@ def list_versions(
         parts.append(el("EncodingType", "url"))
     parts.append(el("IsTruncated", "true" if next_key_marker is not None else "false"))
     who = owner(owner_id)
+    stamp = _listing_dates()
     for key, mtime, etag, size in objects:
-        second, ms = divmod(mtime // 1_000_000, 1000)
-        date = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         parts.append(
             f"<Version>{el('Key', name(key))}<VersionId>null</VersionId>"
-            f"<IsLatest>true</IsLatest><LastModified>{date}.{ms:03d}Z</LastModified>"
+            f"<IsLatest>true</IsLatest><LastModified>{stamp(mtime)}</LastModified>"
             f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{who}"
             "<StorageClass>STANDARD</StorageClass></Version>"
         )
