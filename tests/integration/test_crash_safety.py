@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.support.shards import staged_files, version_dirs
+from tests.support.shards import index_writes_held, staged_files, version_dirs
 
 OLD_SIZE = (5 << 20) + 11
 NEW_SIZE = (24 << 20) + 7
@@ -64,18 +64,23 @@ def crash_once(node, when: str, seed: int) -> str:
     old = pattern(seed, OLD_SIZE)
     new = pattern(seed + 1, NEW_SIZE)
     s3.put_object(Bucket="crash", Key="victim", Body=old)
-    thread = overwrite_in_background(s3, new)
     drive = node.drive_path(1)
-    if when == "staging":
-        assert wait_for(
-            lambda: any(p.is_file() and p.stat().st_size > 0 for p in staged_files(drive))
-        )
-    elif when == "commit":
-        # the moment the new version directory lands in data/ (just before the metadata commit)
-        assert wait_for(lambda: len(version_dirs(drive, "crash")) >= 2, 30)
+    if when == "commit":
+        # the moment the new version directory has landed in data/ and its metadata commit
+        # waits: the index's write lock, held here, keeps that moment open until the kill
+        with index_writes_held(drive):
+            thread = overwrite_in_background(s3, new)
+            assert wait_for(lambda: len(version_dirs(drive, "crash")) >= 2, 30)
+            node.kill()
     else:
-        time.sleep(float(when))
-    node.kill()
+        thread = overwrite_in_background(s3, new)
+        if when == "staging":
+            assert wait_for(
+                lambda: any(p.is_file() and p.stat().st_size > 0 for p in staged_files(drive))
+            )
+        else:
+            time.sleep(float(when))
+        node.kill()
     thread.join(30)
     return check_recovered(node, old, new)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import lmdb
 
 
 def version_dirs(drive: Path, bucket: str) -> list[Path]:
@@ -31,3 +35,21 @@ def remove_drive(drive: Path) -> None:
 def staged_files(drive: Path) -> list[Path]:
     tmp = drive / "tmp"
     return list(tmp.rglob("*")) if tmp.exists() else []
+
+
+@contextlib.contextmanager
+def index_writes_held(drive: Path) -> Iterator[None]:
+    """Holds the drive index's LMDB write lock from this (the test's) process.
+
+    LMDB's writer mutex is shared between processes, so a node's metadata commit on this
+    drive waits here with its version directory already installed in data/: the test can
+    kill the node at exactly that moment instead of racing a window of milliseconds."""
+    env = lmdb.open(str(drive / "index.lmdb"), max_dbs=8, readahead=False)
+    try:
+        txn = env.begin(write=True)
+        try:
+            yield
+        finally:
+            txn.abort()
+    finally:
+        env.close()
