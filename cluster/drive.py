@@ -236,6 +236,24 @@ class Drive(Protocol):
         """`scan_digest` of what `scan` would return: listing reads the rows from one drive
         and checks the others against them without moving their rows."""
 
+    async def complete_upload(
+        self,
+        bucket: str,
+        key: str,
+        uid: str,
+        meta: ObjectMeta,
+        table: bytes,
+        tombstone: ObjectMeta,
+        tomb_inline: bytes,
+    ) -> None:
+        """Completes multipart upload `uid` of bucket/key on this drive, in one index
+        transaction: `meta` (a multipart record, `table` its packed part table) becomes the
+        key's version unless a newer one is current (StaleVersion; the upload is done all
+        the same), the upload's chosen part versions pass to the key, every other attempt
+        is retired, and the upload's record becomes `tombstone` (with `tomb_inline`, what a
+        roll-forward re-sends). No shard data moves. A retry of the same completion
+        succeeds; an unknown upload, or one completed as another version, is FileNotFound."""
+
     async def lock(self, resource: str, owner: str, ttl: float) -> bool:
         """Grants `owner` a lease on `resource` for `ttl` seconds (0 < ttl <= MAX_LOCK_TTL).
 

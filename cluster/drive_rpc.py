@@ -50,9 +50,11 @@ from shardfleet.cluster.drive import (
     ShardWriter,
 )
 from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.parts import PartTable
 from shardfleet.cluster.rpc_schema import (
     BOOL,
     I64,
+    Field,
     Rpc,
     SchemaError,
     blob,
@@ -63,7 +65,6 @@ from shardfleet.cluster.rpc_schema import (
     optional,
     parsed,
     pattern,
-    starting,
     text,
     tuple_of,
 )
@@ -93,7 +94,8 @@ _ERRORS: dict[str, type[DriveError]] = {
 
 
 # -- the messages -----------------------------------------------------------------------------
-MAX_KEY = 1024  # bytes of UTF-8 in an object key (the S3 limit, node/s3/names.py)
+MAX_KEY = 1024 + 64  # bytes of a drive key: an S3 key (1024, node/s3/names.py) or an
+# upload record's key in a "+mp" volume (cluster/parts.py: the S3 key, a NUL and the uid)
 MAX_LISTING_ARG = 16 << 10  # bytes of a scan's prefix or start-after (a client's, not a key)
 MAX_PART = 10_000
 MAX_SCAN = 1001  # rows one scan answers at most (cluster/listing.py's MAX_BATCH)
@@ -104,8 +106,9 @@ MAX_BUCKETS = 100_000
 
 # A bucket name and a version id are directory names on the serving drive.
 BUCKET = pattern(
-    r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}",
-    "a bucket name (1 to 63 of A-Z a-z 0-9 . _ -, the first a letter or digit)",
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}(?:\+mp)?",
+    "a bucket name (1 to 63 of A-Z a-z 0-9 . _ -, the first a letter or digit), or its"
+    " multipart volume (the name and +mp)",
 )
 VID = pattern(r"[0-9a-f]{32}", "a version id (32 lowercase hex digits)")
 KEY = text(MAX_KEY, empty=False)
@@ -117,12 +120,11 @@ INLINE = optional(blob(MAX_PACKED))
 SHORT_TEXT = text(MAX_TEXT)
 
 # The layout of ObjectMeta.pack (cluster/meta.py), position by position.
-META_RECORD = tuple_of(
-    integer(1, 1),  # the record format version (meta._VERSION)
+_META_FIELDS = (
     VID,
     STAMP,  # mtime
     COUNT,  # size
-    text(256),  # etag: hex MD5, or empty while a streamed PUT has not finished
+    text(256),  # etag: hex MD5 (-N for a multipart object), or a state word in a +mp volume
     integer(1, 256),  # k
     integer(0, 255),  # m
     integer(1, I64),  # stripe
@@ -131,9 +133,21 @@ META_RECORD = tuple_of(
     SHORT_TEXT,  # content type
     map_of(SHORT_TEXT, SHORT_TEXT, 4096),  # user metadata
     map_of(SHORT_TEXT, SHORT_TEXT, 4096),  # stored headers
+)
+META_RECORD = tuple_of(
+    integer(1, 1),  # the record format version (meta._VERSION)
+    *_META_FIELDS,
     what="a packed ObjectMeta record",
 )
+META_RECORD_PARTS = tuple_of(
+    integer(2, 2),  # a multipart object's record (meta._VERSION_PARTS)
+    *_META_FIELDS,
+    integer(1, MAX_PART),  # parts
+    blob(16, least=16),  # parts_digest
+    what="a packed multipart ObjectMeta record",
+)
 _check_record = META_RECORD.ok
+_check_parts = META_RECORD_PARTS.ok
 
 
 def unpack_meta(packed: bytes) -> ObjectMeta:
@@ -143,15 +157,23 @@ def unpack_meta(packed: bytes) -> ObjectMeta:
         fields = msgpack.unpackb(packed)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ValueError(f"not a msgpack value ({type(exc).__name__})") from None
-    if not _check_record(fields):
+    if not _check_record(fields) and not _check_parts(fields):
+        if isinstance(fields, list) and fields and fields[0] == 2:
+            raise ValueError(META_RECORD_PARTS.explain(fields))
         raise ValueError(META_RECORD.explain(fields))
     return ObjectMeta(*fields[1:])
 
 
 PACKED_META = parsed(blob(MAX_PACKED), unpack_meta, "a packed ObjectMeta record")
 # a scan row's metadata is compared packed and decoded only for the winning copy (listing),
-# so the row check stops at "bytes of a format-1 record" (a 13-item array, then version 1)
-PACKED_ROW_META = starting(b"\x9d\x01", "a packed ObjectMeta record")
+# so the row check stops at "bytes of a record": a 13-item array then version 1, or a
+# 15-item array then version 2 (a multipart object)
+PACKED_ROW_META = Field(
+    "a packed ObjectMeta record",
+    src="type({v}) is bytes and {v}[:2] in {p}",
+    consts={"p": (b"\x9d\x01", b"\x9f\x02")},
+)
+MAX_TABLE = 1 << 20  # bytes of a packed part table (10,000 parts with SHA-256: ~0.75 MB)
 
 INFO = Rpc(
     "drive.info",
@@ -191,6 +213,18 @@ SCAN_DIGEST = Rpc(
     _SCAN_ASK,
     {"n": integer(0, MAX_SCAN), "last": text(MAX_KEY), "h": blob(16, least=16)},
 )
+COMPLETE_UPLOAD = Rpc(
+    "drive.complete_upload",
+    {
+        "b": BUCKET,
+        "k": KEY,
+        "u": VID,  # the upload id: 32 hex digits, like a version id
+        "m": PACKED_META,
+        "t": PACKED_META,  # the upload record's tombstone
+    },
+    {},
+    body="request: msgpack [packed part table, tombstone's inline row]",
+)
 LOCK_ASK = {
     "r": text(MAX_LOCK_RESOURCE, empty=False),
     "o": text(MAX_LOCK_OWNER, empty=False),
@@ -200,7 +234,7 @@ UNLOCK = Rpc("drive.unlock", LOCK_ASK, {})
 
 RPCS: tuple[Rpc, ...] = (
     INFO, MAKE_BUCKET, DELETE_BUCKET, LIST_BUCKETS, BUCKET_EXISTS, WRITE_SHARD, COMMIT, ABORT,
-    READ_META, READ_SHARD, DELETE, SCAN, SCAN_DIGEST, LOCK, UNLOCK,
+    READ_META, READ_SHARD, DELETE, SCAN, SCAN_DIGEST, LOCK, UNLOCK, COMPLETE_UPLOAD,
 )  # fmt: skip
 
 
@@ -410,6 +444,38 @@ class RemoteDrive:
         h, _ = await self._call(SCAN_DIGEST, header)
         return ScanDigest(h["n"], h["last"], h["h"])
 
+    async def complete_upload(
+        self,
+        bucket: str,
+        key: str,
+        uid: str,
+        meta: ObjectMeta,
+        table: bytes,
+        tombstone: ObjectMeta,
+        tomb_inline: bytes,
+    ) -> None:
+        self._check_online()
+        header = {
+            "d": self.drive_id, "b": bucket, "k": key, "u": uid, "m": meta.pack(),
+            "t": tombstone.pack(),
+        }  # fmt: skip
+        body = msgpack.packb([table, tomb_inline])
+        started = time.perf_counter()
+        try:
+            reply = await self._rpc.call(
+                self.peer, COMPLETE_UPLOAD.method, header, body, timeout=self._timeout,
+                background=self._background,
+            )  # fmt: skip
+        except TransportError as exc:
+            raise _drive_error(exc) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(COMPLETE_UPLOAD.method, time.perf_counter() - started)
+        try:
+            COMPLETE_UPLOAD.reply.check(reply.header)
+        except SchemaError as exc:
+            raise _malformed(self.peer, exc) from None
+
     async def lock(self, resource: str, owner: str, ttl: float) -> bool:
         h, _ = await self._call(LOCK, {"r": resource, "o": owner, "t": ttl})
         return h["g"]
@@ -508,6 +574,25 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN))
         return Response({"n": got.count, "last": got.last_key, "h": got.digest})
 
+    async def complete_upload(d: Drive, h: dict[str, Any], req: Request) -> Response:
+        try:
+            raw = await req.read(2 * MAX_TABLE + MAX_PACKED)
+        except BodyTooLarge:
+            raise RpcFault("bad-request", "drive.complete_upload body too large") from None
+        try:
+            table, tomb_inline = msgpack.unpackb(raw)
+            if not isinstance(table, bytes) or not isinstance(tomb_inline, bytes):
+                raise ValueError("not two byte strings")
+            if len(table) > MAX_TABLE:
+                raise ValueError("part table too large")
+            if PartTable.unpack(table).digest() != h["m"].parts_digest or not h["m"].parts:
+                raise ValueError("part table does not match the record's digest")
+        except Exception as exc:
+            log.warning("bad-request from %s: drive.complete_upload body: %s", req.peer_id, exc)
+            raise RpcFault("bad-request", f"drive.complete_upload body: {exc}") from None
+        await d.complete_upload(h["b"], h["k"], h["u"], h["m"], table, h["t"], tomb_inline)
+        return Response({})
+
     async def lock(d: Drive, h: dict[str, Any], req: Request) -> Response:
         return Response({"g": await d.lock(h["r"], h["o"], float(h["t"]))})
 
@@ -531,5 +616,6 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         SCAN_DIGEST: scan_digest,
         LOCK: lock,
         UNLOCK: unlock,
+        COMPLETE_UPLOAD: complete_upload,
     }
     return {rpc.method: serve(rpc, fn) for rpc, fn in table.items()}

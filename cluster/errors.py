@@ -3,6 +3,7 @@
 ObjectError
 ├── NoSuchBucket, BucketExists, BucketNotEmpty
 ├── NoSuchKey
+├── NoSuchUpload         unknown, aborted or already completed multipart upload
 ├── ReadQuorumLost       fewer than k drives agree on or can serve the object
 ├── WriteQuorumLost      fewer than W drives took the write; it was undone
 └── LockConflict         a key's lock was not won within the wait (cluster/keylock.py)
@@ -28,6 +29,10 @@ class BucketNotEmpty(ObjectError):
 
 
 class NoSuchKey(ObjectError):
+    pass
+
+
+class NoSuchUpload(ObjectError):
     pass
 
 

@@ -86,12 +86,15 @@ DRIVE_METHODS = frozenset(
         "scan_digest",
         "lock",
         "unlock",
+        "complete_upload",
     }
 )
 WRITER_METHODS = frozenset({"shard.write", "shard.finish"})
 METHODS = DRIVE_METHODS | WRITER_METHODS
 # What a full disk refuses: everything that allocates space. Deletes and aborts free it.
-ENOSPC_METHODS = frozenset({"make_bucket", "open_shard", "shard.write", "shard.finish", "commit"})
+ENOSPC_METHODS = frozenset(
+    {"make_bucket", "open_shard", "shard.write", "shard.finish", "commit", "complete_upload"}
+)
 
 
 @dataclass(slots=True)
@@ -359,6 +362,18 @@ class FaultyDrive:
         self, bucket: str, prefix: str, start_after: str, limit: int
     ) -> ScanDigest:
         return await self._call("scan_digest", bucket, prefix, start_after, limit)
+
+    async def complete_upload(
+        self,
+        bucket: str,
+        key: str,
+        uid: str,
+        meta: ObjectMeta,
+        table: bytes,
+        tombstone: ObjectMeta,
+        tomb_inline: bytes,
+    ) -> None:
+        await self._call("complete_upload", bucket, key, uid, meta, table, tombstone, tomb_inline)
 
     async def lock(self, resource: str, owner: str, ttl: float) -> bool:
         return await self._call("lock", resource, owner, ttl)

@@ -24,6 +24,7 @@ from shardfleet.cluster.drive import FileNotFound, MetaRecord, VolumeNotFound
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.errors import NoSuchBucket, NoSuchKey, ReadQuorumLost
 from shardfleet.cluster.meta import ObjectMeta, pick_agreed
+from shardfleet.cluster.parts import PartTable, mp_volume, table_digest
 from shardfleet.cluster.quorum import fan_out
 from shardfleet.erasure import (
     BitrotError,
@@ -53,6 +54,43 @@ class ReadHandle:
     records: dict[int, MetaRecord]
     missing: list[int]  # positions that do not hold this version
     eset: ErasureSet | None = None  # the set it was found in
+    _table: PartTable | None = None
+
+    @property
+    def parts(self) -> PartTable | None:
+        """A multipart object's part table: the first holder's copy whose digest is the one
+        the quorum agreed on (a damaged copy is skipped); None for a single-part object."""
+        if not self.meta.parts:
+            return None
+        if self._table is None:
+            for pos in self.holders:
+                rec = self.records.get(pos)
+                if rec is None or rec.inline is None:
+                    continue
+                if table_digest(rec.inline) != self.meta.parts_digest:
+                    continue
+                try:
+                    table = PartTable.unpack(rec.inline)
+                except ValueError:
+                    continue
+                if len(table.parts) == self.meta.parts and table.size == self.meta.size:
+                    self._table = table
+                    break
+            else:
+                raise ReadQuorumLost("read part table", 1, 0, len(self.meta.dist), {})
+        return self._table
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """A piece of an object stored as one shard file: the whole of a single-part object,
+    or one part of a multipart one; `start`/`end` are offsets within it."""
+
+    volume: str
+    vid: str
+    size: int
+    start: int
+    end: int
 
 
 def resolve(
@@ -126,6 +164,13 @@ class Getter:
                 except BitrotError:
                     return None
             holders = sorted(results)
+        elif meta.parts:
+            holders = list(range(n))
+            handle = ReadHandle(bucket, key, meta, holders, results, [], eset)
+            try:
+                handle.parts  # noqa: B018 - a table no drive asked holds intact: ask them all
+            except ReadQuorumLost:
+                return None
         else:
             holders = list(range(n))
         # drives that cannot answer are as good as missing this version: report them, as
@@ -202,24 +247,42 @@ class Getter:
     def _params(meta: ObjectMeta) -> ErasureParams:
         return ErasureParams(meta.k, meta.m, meta.stripe)
 
+    def _segments(self, handle: ReadHandle, start: int, end: int) -> list[_Segment]:
+        table = handle.parts
+        if table is None:
+            return [_Segment(handle.bucket, handle.meta.vid, handle.meta.size, start, end)]
+        volume = mp_volume(handle.bucket)
+        segments = []
+        i = table.locate(start)
+        while i < len(table.parts) and table.offsets[i] < end:
+            part, off = table.parts[i], table.offsets[i]
+            lo, hi = max(start, off) - off, min(end, off + part.size) - off
+            if hi > lo:
+                segments.append(_Segment(volume, part.pvid, part.size, lo, hi))
+            i += 1
+        return segments
+
     async def _produce(
         self, handle: ReadHandle, start: int, end: int, queue: asyncio.Queue[list[Chunk] | None]
     ) -> None:
         params = self._params(handle.meta)
-        spans = stripes_for_range(handle.meta.size, params, start, end)
         per_run = max(1, READ_BATCH // (params.block_size + 4))
-        bad: set[int] = set(handle.missing)
+        segments = self._segments(handle, start, end)
+        # a drive missing one part's shard may hold the next part's: bad is per segment
+        bads = [set(handle.missing) for _ in segments]
         # READ_AHEAD runs are read at once, so the drives and the network are never idle
-        # while a run is checked and handed over; they are queued in order
+        # while a run is checked and handed over; they are queued in order (across parts)
         reading: deque[asyncio.Future[list[Chunk]]] = deque()
         try:
-            for i in range(0, len(spans), per_run):
-                run = spans[i : i + per_run]
-                reading.append(
-                    asyncio.ensure_future(self._read_run(handle, params, run, start, end, bad))
-                )
-                if len(reading) >= READ_AHEAD:
-                    await queue.put(await reading.popleft())
+            for seg, bad in zip(segments, bads, strict=True):
+                spans = stripes_for_range(seg.size, params, seg.start, seg.end)
+                for i in range(0, len(spans), per_run):
+                    run = spans[i : i + per_run]
+                    reading.append(
+                        asyncio.ensure_future(self._read_run(handle, params, run, seg, bad))
+                    )
+                    if len(reading) >= READ_AHEAD:
+                        await queue.put(await reading.popleft())
             while reading:
                 await queue.put(await reading.popleft())
             await queue.put(None)
@@ -227,21 +290,21 @@ class Getter:
             for task in reading:  # the request failed or was cancelled: stop the rest
                 task.cancel()
                 task.add_done_callback(_retrieve)
-            self.report(handle, list(bad))
+            self.report(handle, list(set().union(*bads)) if bads else list(handle.missing))
 
     async def _read_run(
         self,
         handle: ReadHandle,
         params: ErasureParams,
         run: list[StripeSpan],
-        start: int,
-        end: int,
+        seg: _Segment,
         bad: set[int],
     ) -> list[Chunk]:
         meta = handle.meta
+        start, end = seg.start, seg.end
         wanted = sorted({b for s in run for b in data_blocks_for_range(s, params, start, end)})
         first = self._choose(handle, wanted, bad)
-        blocks = await self._fetch(handle, run, first, bad)
+        blocks = await self._fetch(handle, seg, run, first, bad)
         if all(
             all(meta.dist[p] in blk for p in first) and len(first) == len(wanted) for blk in blocks
         ):
@@ -250,7 +313,7 @@ class Getter:
             return await run_cpu(self._slice, run, blocks, start, end, True)
         # Degraded: read every other holder and decode from any k good blocks per stripe.
         rest = [p for p in handle.holders if p not in first and p not in bad]
-        more = await self._fetch(handle, run, rest, bad)
+        more = await self._fetch(handle, seg, run, rest, bad)
         for blk, extra in zip(blocks, more, strict=True):
             blk.update(extra)
         for blk in blocks:
@@ -274,7 +337,12 @@ class Getter:
         return good[: meta.k]
 
     async def _fetch(
-        self, handle: ReadHandle, run: list[StripeSpan], positions: list[int], bad: set[int]
+        self,
+        handle: ReadHandle,
+        seg: _Segment,
+        run: list[StripeSpan],
+        positions: list[int],
+        bad: set[int],
     ) -> list[dict[int, memoryview]]:
         """Reads the run from each position; returns per stripe {shard index: good block}.
 
@@ -285,9 +353,7 @@ class Getter:
         drives = self.eset.drives
         calls: list[Callable[[], object] | None] = [None] * len(drives)
         for pos in positions:
-            calls[pos] = lambda d=drives[pos]: d.read_shard(
-                handle.bucket, handle.meta.vid, 1, offset, length
-            )
+            calls[pos] = lambda d=drives[pos]: d.read_shard(seg.volume, seg.vid, 1, offset, length)
         results, errors = await fan_out(calls, timeout=self.eset.timeouts.shard)  # type: ignore[arg-type]
         bad.update(errors)
         out: list[dict[int, memoryview]] = [{} for _ in run]

@@ -30,10 +30,19 @@ class ListPage:
     prefixes: list[str] = field(default_factory=list)
     truncated: bool = False
     next_marker: str = ""  # start-after for the next page
+    #: each listed object's agreed record, beside `objects` (only when asked: `metas=True`)
+    metas: list[ObjectMeta] = field(default_factory=list)
 
 
 async def list_objects(
-    eset: ErasureSet, bucket: str, *, prefix: str, delimiter: str, start_after: str, max_keys: int
+    eset: ErasureSet,
+    bucket: str,
+    *,
+    prefix: str,
+    delimiter: str,
+    start_after: str,
+    max_keys: int,
+    metas: bool = False,
 ) -> ListPage:
     page = ListPage()
     if max_keys <= 0:
@@ -64,6 +73,11 @@ async def list_objects(
         agreed = _agreed(list(results.values()), horizon, k)
         if not delimiter:  # the common listing: every agreed key is an object of the page
             room = max_keys - len(page.objects)
+            if metas:
+                page.metas += [
+                    m if isinstance(m, ObjectMeta) else ObjectMeta.unpack(m)
+                    for _, m in agreed[:room]
+                ]
             page.objects += [
                 (key, meta.mtime, meta.etag, meta.size)
                 if isinstance(meta, ObjectMeta)

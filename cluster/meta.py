@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 _VERSION = 1
+_VERSION_PARTS = 2  # a multipart object: format 1's fields, then the part count and digest
 
 
 @dataclass(slots=True)
@@ -28,32 +29,43 @@ class ObjectMeta:
     content_type: str = "binary/octet-stream"
     user: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* (lowercase names)
     headers: dict[str, str] = field(default_factory=dict)  # Cache-Control, Content-Encoding...
+    #: a multipart object's part count; its part table (cluster/parts.py) is the key's
+    #: inline row on every drive, and `parts_digest` (blake2b-16 of the packed table) is
+    #: compared by quorum with the rest of the record, so one holder's table suffices
+    parts: int = 0
+    parts_digest: bytes = b""
 
     def pack(self) -> bytes:
-        return msgpack.packb(
-            [
-                _VERSION,
-                self.vid,
-                self.mtime,
-                self.size,
-                self.etag,
-                self.k,
-                self.m,
-                self.stripe,
-                self.dist,
-                self.inline,
-                self.content_type,
-                self.user,
-                self.headers,
-            ]
-        )
+        """Format 1 (byte for byte as before multipart) unless the object has parts, so
+        single-part records of mixed-version nodes still compare equal."""
+        fields = [
+            _VERSION,
+            self.vid,
+            self.mtime,
+            self.size,
+            self.etag,
+            self.k,
+            self.m,
+            self.stripe,
+            self.dist,
+            self.inline,
+            self.content_type,
+            self.user,
+            self.headers,
+        ]
+        if self.parts:
+            fields[0] = _VERSION_PARTS
+            fields += [self.parts, self.parts_digest]
+        return msgpack.packb(fields)
 
     @classmethod
     def unpack(cls, data: bytes) -> ObjectMeta:
         fields = msgpack.unpackb(data)
-        if fields[0] != _VERSION:
-            raise ValueError(f"unknown metadata version {fields[0]}")
-        return cls(*fields[1:])
+        if fields[0] == _VERSION and len(fields) == 13:
+            return cls(*fields[1:])
+        if fields[0] == _VERSION_PARTS and len(fields) == 15:
+            return cls(*fields[1:])
+        raise ValueError(f"unknown metadata version {fields[0]}")
 
     @property
     def order(self) -> tuple[int, str]:

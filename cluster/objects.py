@@ -20,6 +20,7 @@ from shardfleet.cluster.errors import (
     ClusterPartitioned,
     NoSuchBucket,
     NoSuchKey,
+    NoSuchUpload,
     ReadQuorumLost,
 )
 from shardfleet.cluster.get import Chunk, Getter, ReadHandle
@@ -27,6 +28,13 @@ from shardfleet.cluster.hlc import HybridClock
 from shardfleet.cluster.keylock import hold
 from shardfleet.cluster.listing import PAST, ListPage, list_objects
 from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.multipart import (
+    Choose,
+    Completed,
+    UploadPage,
+    Uploads,
+    upload_pool,
+)
 from shardfleet.cluster.placement import set_index
 from shardfleet.cluster.put import Body, Condition, PutRequest, Putter
 from shardfleet.cluster.quorum import fan_out, reach_quorum
@@ -378,6 +386,128 @@ class ObjectLayer:
                 raise outcome
             pages.append(outcome)
         return pages[0] if len(pages) == 1 else merge_pages(pages, max_keys)
+
+    # -- multipart uploads (cluster/multipart.py) --------------------------------------------
+    def uploads_in(self, eset: ErasureSet) -> Uploads:
+        """The multipart operations of one set (the upload sweeper walks set by set)."""
+        return Uploads(eset, self.clock, self._on_partial)
+
+    def _uploads(self, bucket: str, key: str, uid: str) -> Uploads:
+        """The set of an upload: its key's, in the pool its id names (NoSuchUpload for an id
+        of no active pool, or not shaped like one)."""
+        pool = upload_pool(uid)
+        if pool not in self.pools:
+            raise NoSuchUpload(uid)
+        return Uploads(self.set_for(bucket, key, pool), self.clock, self._on_partial)
+
+    async def create_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        user: dict[str, str],
+        headers: dict[str, str],
+    ) -> str:
+        self._check_writable()
+        pool = await self._pool_for_put(bucket, key)
+        uploads = Uploads(self.set_for(bucket, key, pool), self.clock, self._on_partial)
+        return await uploads.create(
+            bucket, key, pool=pool, content_type=content_type, user=user, headers=headers
+        )
+
+    async def upload_record(self, bucket: str, key: str, uid: str) -> ObjectMeta:
+        return await self._uploads(bucket, key, uid).record(bucket, key, uid)
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        uid: str,
+        number: int,
+        body: Body,
+        *,
+        size: int,
+        content_md5: bytes | None,
+        headers: dict[str, str],
+        opened: ObjectMeta | None = None,
+    ) -> ObjectMeta:
+        self._check_writable()
+        return await self._uploads(bucket, key, uid).upload_part(
+            bucket, key, uid, number, body, size=size, content_md5=content_md5,
+            headers=headers, opened=opened,
+        )  # fmt: skip
+
+    async def list_parts(
+        self, bucket: str, key: str, uid: str, *, after: int, limit: int
+    ) -> tuple[ObjectMeta, list[tuple[int, ObjectMeta]], bool]:
+        return await self._uploads(bucket, key, uid).list_parts(
+            bucket, key, uid, after=after, limit=limit
+        )
+
+    async def complete_upload(self, bucket: str, key: str, uid: str, choose: Choose) -> Completed:
+        self._check_writable()
+        done = await self._uploads(bucket, key, uid).complete(bucket, key, uid, choose)
+        self.clock.observe(done.meta.mtime)
+        return done
+
+    async def abort_upload(self, bucket: str, key: str, uid: str) -> None:
+        self._check_writable()
+        await self._uploads(bucket, key, uid).abort(bucket, key, uid)
+
+    async def list_uploads(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        uid_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> UploadPage:
+        outcomes = await asyncio.gather(
+            *(
+                Uploads(eset, self.clock, self._on_partial).list_uploads(
+                    bucket,
+                    prefix=prefix,
+                    delimiter=delimiter,
+                    key_marker=key_marker,
+                    uid_marker=uid_marker,
+                    max_uploads=max_uploads,
+                )  # fmt: skip
+                for eset in self.active_sets
+            ),
+            return_exceptions=True,
+        )
+        pages: list[UploadPage] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, NoSuchBucket) and i > 0:
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            pages.append(outcome)
+        return merge_upload_pages(pages, max_uploads)
+
+
+def merge_upload_pages(pages: Sequence[UploadPage], max_uploads: int) -> UploadPage:
+    """Merges the pages of several sets listed from the same markers, in (key, uid) order
+    with common prefixes among them, as S3 counts them."""
+    if len(pages) == 1:
+        return pages[0]
+    items: dict[tuple[str, str], object] = {}
+    for page in pages:
+        items.update(((u.key, u.uid), u) for u in page.uploads)
+        items.update(((cp, ""), None) for cp in page.prefixes)
+    ordered = sorted(items)
+    merged = UploadPage(truncated=len(ordered) > max_uploads or any(p.truncated for p in pages))
+    for name, uid in ordered[:max_uploads]:
+        entry = items[(name, uid)]
+        if entry is None:
+            merged.prefixes.append(name)
+        else:
+            merged.uploads.append(entry)  # type: ignore[arg-type]
+        merged.next_key, merged.next_uid = name, uid
+    return merged
 
 
 def merge_pages(pages: Sequence[ListPage], max_keys: int) -> ListPage:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from shardfleet.cluster.cpu import run_cpu
@@ -64,6 +64,16 @@ class PutRequest:
     #: checked against the version the quorum agrees on, under the key's lock, just before
     #: the commit (If-Match / If-None-Match); what it raises reaches the caller unchanged
     condition: Condition | None = None
+    #: awaited under the lock just before the commit (a part checks that its upload is
+    #: still open); what it raises reaches the caller, the staged shards dropped
+    guard: Callable[[], Awaitable[None]] | None = None
+    #: the (bucket, key) whose lock brackets guard/condition and commit (default: this one)
+    lock: tuple[str, str] | None = None
+    #: the (bucket, key) whose shard distribution to follow (a part follows its object's:
+    #: a completed object reads every part with one distribution)
+    place_as: tuple[str, str] | None = None
+    #: never inline, whatever the size (a part's shards must be files the object can own)
+    streamed: bool = False
 
 
 def _encode_stripe(
@@ -135,7 +145,7 @@ class Putter:
             k=p.k,
             m=p.m,
             stripe=p.stripe_size,
-            dist=distribution(self.eset.cluster_id, req.bucket, req.key, p.n),
+            dist=distribution(self.eset.cluster_id, *(req.place_as or (req.bucket, req.key)), p.n),
             inline=inline,
             content_type=req.content_type,
             user=req.user,
@@ -148,7 +158,7 @@ class Putter:
             raise WriteQuorumLost(
                 "put", self.eset.write_quorum, len(online), self.eset.params.n, {}
             )
-        if req.size <= INLINE_LIMIT:
+        if req.size <= INLINE_LIMIT and not req.streamed:
             return await self._put_inline(req, body, online)
         return await self._put_streamed(req, body, online)
 
@@ -289,15 +299,19 @@ class Putter:
     async def _commit(
         self, req: PutRequest, meta: ObjectMeta, positions: list[int], inline: list[bytes] | None
     ) -> ObjectMeta:
-        if req.condition is None:
+        if req.condition is None and req.guard is None:
             return await self._commit_now(req, meta, positions, inline)
         try:
-            async with hold(self.lock_set or self.eset, req.bucket, req.key):
-                try:
-                    current = (await Getter(self.eset, _no_hook).open(req.bucket, req.key)).meta
-                except NoSuchKey:
-                    current = None
-                req.condition(current)
+            async with hold(self.lock_set or self.eset, *(req.lock or (req.bucket, req.key))):
+                if req.guard is not None:
+                    await req.guard()
+                if req.condition is not None:
+                    try:
+                        getter = Getter(self.eset, _no_hook)
+                        current = (await getter.open(req.bucket, req.key)).meta
+                    except NoSuchKey:
+                        current = None
+                    req.condition(current)
                 return await self._commit_now(req, meta, positions, inline)
         except BaseException:
             if not meta.inline:  # staged shards of a version that will never be committed

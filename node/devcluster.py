@@ -70,14 +70,26 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_base_port(nodes: int, host: str = "127.0.0.1") -> int:
-    """A base port whose S3 (base+i) and QUIC (base+100+i) ports are free for every node:
-    for tests and benchmarks that run beside other clusters."""
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections (Linux's default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_base_port(nodes: int, host: str = "127.0.0.1", *, spare: int = 8) -> int:
+    """A base port whose S3 (base+i) and QUIC (base+100+i) ports are free for every node,
+    and for `spare` more (a pool added later): for tests and benchmarks that run beside
+    other clusters. Below the kernel's ephemeral range, so no client connection made
+    meanwhile can take a port before the node that owns it starts."""
+    count = max(nodes, spare)
+    top = max(_ephemeral_low() - 200, 10200)
     for _ in range(200):
-        base = random.randrange(20000, 60000, 200)
+        base = random.randrange(10000, top, 200)
         if all(
             _port_free(host, base + i) and _port_free(host, base + 100 + i)
-            for i in range(1, nodes + 1)
+            for i in range(1, count + 1)
         ):
             return base
     raise RuntimeError("no free port range")

@@ -162,3 +162,70 @@ def mismatch(algorithm: str) -> S3Error:
     return BadDigest(
         f"The {normalize(algorithm)} you specified did not match the calculated checksum."
     )
+
+
+# -- multipart: whole-object checksums from the parts' --------------------------------------
+#: the reflected polynomials of the CRCs S3 offers; all three start and end inverted, which
+#: is what lets crc(A + B) be computed from crc(A), crc(B) and len(B) alone
+_REFLECTED = {
+    "CRC32": (0xEDB88320, 32),
+    "CRC32C": (0x82F63B78, 32),
+    "CRC64NVME": (0x9A6C9329AC4BC9B5, 64),
+}
+_SHIFTS: dict[str, list[list[int]]] = {}  # per CRC: the operator appending 2**i zero bytes
+
+
+def _times(matrix: list[int], vector: int) -> int:
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+def _shift_operators(alg: str) -> list[list[int]]:
+    """GF(2) matrices that advance a CRC register over 1, 2, 4, ... zero bytes (zlib's
+    crc32_combine), computed once per algorithm."""
+    found = _SHIFTS.get(alg)
+    if found is not None:
+        return found
+    poly, width = _REFLECTED[alg]
+    op = [poly] + [1 << n for n in range(width - 1)]  # one zero bit
+    for _ in range(3):  # 2, 4, 8 bits: one zero byte
+        op = [_times(op, op[n]) for n in range(width)]
+    ops = [op]
+    for _ in range(63):  # up to 2**63 bytes
+        op = [_times(op, op[n]) for n in range(width)]
+        ops.append(op)
+    _SHIFTS[alg] = ops
+    return ops
+
+
+def combine_crc(alg: str, parts: list[tuple[bytes, int]]) -> bytes:
+    """The CRC of the concatenation of parts given each part's (raw CRC, length): S3's
+    FULL_OBJECT checksum of a multipart upload, without reading its bytes again."""
+    alg = normalize(alg)
+    if alg not in _REFLECTED:
+        raise InvalidRequest(f"The FULL_OBJECT checksum type is not available for {alg}.")
+    width = _REFLECTED[alg][1]
+    ops = _shift_operators(alg)
+    crc = 0
+    for raw, length in parts:
+        i = 0
+        while length:
+            if length & 1:
+                crc = _times(ops[i], crc)
+            length >>= 1
+            i += 1
+        crc ^= int.from_bytes(raw, "big")
+    return crc.to_bytes(width // 8, "big")
+
+
+def composite(alg: str, raw_parts: list[bytes]) -> str:
+    """S3's COMPOSITE checksum: the algorithm over the parts' raw checksums, then -N."""
+    hasher = new_checksum(alg)
+    for raw in raw_parts:
+        hasher.update(raw)
+    return f"{hasher.b64digest()}-{len(raw_parts)}"

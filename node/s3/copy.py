@@ -5,10 +5,8 @@ crash safety (a new version directory, committed only once a write quorum has it
 bounded memory. Nothing is copied shard to shard, because the destination may live in
 another set, and a version is never shared between keys.
 
-A long copy keeps its connection alive the way AWS does: once it has run a few seconds the
-200 status goes out and a space follows every few seconds until the result is known; the
-body then ends with the CopyObjectResult, or with an <Error> document (a 200 carrying an
-error, which the SDKs check for on CopyObject).
+A long copy keeps its connection alive the way AWS does (node/s3/keepalive.py): spaces
+after the 200 status until the result is known, then the CopyObjectResult or an <Error>.
 """
 
 from __future__ import annotations
@@ -25,22 +23,19 @@ from shardfleet.cluster.get import ReadHandle
 from shardfleet.cluster.meta import ObjectMeta
 from shardfleet.cluster.put import PutRequest
 from shardfleet.node.s3 import usermeta, xml
-from shardfleet.node.s3.buckets import xml_response
 from shardfleet.node.s3.context import S3Request
 from shardfleet.node.s3.errors import (
     InvalidArgument,
     InvalidRequest,
     PreconditionFailed,
-    from_internal,
 )
+from shardfleet.node.s3.keepalive import respond_slowly
 from shardfleet.node.s3.names import check_bucket_name, check_key
 from shardfleet.node.s3.objects import STORED_HEADERS, read_condition, write_condition
 
 log = logging.getLogger(__name__)
 
 MAX_COPY_SOURCE = 5 << 30  # CopyObject's limit; larger sources need UploadPartCopy
-FIRST_WAIT = 2.0  # a copy done within this answers plainly
-KEEPALIVE = 5.0  # then a space every so often until it is done
 
 
 def parse_copy_source(value: str) -> tuple[str, str]:
@@ -62,7 +57,7 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     return check_bucket_name(bucket), check_key(key)
 
 
-def _source_condition(req: S3Request, meta: ObjectMeta) -> None:
+def source_condition(req: S3Request, meta: ObjectMeta) -> None:
     h = req.http.headers
     status = read_condition(
         meta,
@@ -131,46 +126,11 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     src_bucket, src_key = parse_copy_source(req.http.headers["x-amz-copy-source"])
     await req.layer.precheck_bucket(req.bucket)
     handle = await req.layer.open_object(src_bucket, src_key)
-    _source_condition(req, handle.meta)
+    source_condition(req, handle.meta)
     if handle.meta.size > MAX_COPY_SOURCE:
         raise InvalidRequest(
             "The specified copy source is larger than the maximum allowable size for a copy "
             f"source: {MAX_COPY_SOURCE}"
         )
     put = _destination(req, handle.meta, (src_bucket, src_key) == (req.bucket, req.key))
-    task = asyncio.ensure_future(_copy(req, handle, put))
-    try:
-        done, _ = await asyncio.wait({task}, timeout=FIRST_WAIT)
-        if done:
-            return xml_response(_result(task.result()))
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                "Content-Type": "application/xml",
-                "x-amz-request-id": req.request_id,
-                "x-amz-id-2": req.request_id,
-            },
-        )
-        await response.prepare(req.http)
-        await response.write(xml.HEAD.encode())
-        while not task.done():
-            await asyncio.wait({task}, timeout=KEEPALIVE)
-            if not task.done():
-                await response.write(b" ")
-        try:
-            body = _result(task.result()).removeprefix(xml.HEAD.encode())
-        except Exception as exc:  # the status is gone: the error goes in the body, as AWS
-            err = from_internal(exc)
-            req.http["s3_cut"] = (err.status, 0)
-            log.warning("request %s: copy to %s failed: %s", req.request_id, req.resource, exc)
-            body = xml.error(err.code, err.message, req.resource, req.request_id, err.extra)
-            body = body.removeprefix(xml.HEAD.encode())
-        await response.write(body)
-        await response.write_eof()
-        return response
-    finally:
-        if not task.done():
-            # the client left while we wrote keep-alive spaces: the copy still runs to its
-            # end (stopping it mid-commit would leave a version below quorum on some drives)
-            with contextlib.suppress(BaseException):
-                await task
+    return await respond_slowly(req, asyncio.ensure_future(_copy(req, handle, put)), _result)

@@ -14,7 +14,7 @@
     ├── 409 BucketAlreadyOwnedByYou, BucketNotEmpty, OperationAborted,
     │       ConditionalRequestConflict
     ├── 412 PreconditionFailed
-    ├── 416 InvalidRange
+    ├── 416 InvalidRange, InvalidPartNumber
     ├── 500 InternalError
     ├── 501 NotImplemented
     └── 503 ServiceUnavailable, SlowDown
@@ -144,6 +144,7 @@ PreconditionFailed = _err(
     "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold"
 )
 InvalidRange = _err("InvalidRange", 416, "The requested range is not satisfiable")
+InvalidPartNumber = _err("InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
 InternalError = _err("InternalError", 500, S3Error.default_message)
 NotImplementedError_ = _err(
     "NotImplemented", 501, "A header you provided implies functionality that is not implemented"
@@ -167,6 +168,8 @@ def from_internal(exc: BaseException) -> S3Error:
         return NoSuchBucket()
     if isinstance(exc, objerr.NoSuchKey):
         return NoSuchKey()
+    if isinstance(exc, objerr.NoSuchUpload):
+        return NoSuchUpload()
     if isinstance(exc, objerr.BucketExists):
         return BucketAlreadyOwnedByYou()
     if isinstance(exc, objerr.BucketNotEmpty):

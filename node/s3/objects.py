@@ -8,11 +8,12 @@ providing backpressure.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import contextlib
 import email.utils
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -27,6 +28,8 @@ from shardfleet.node.s3.errors import (
     EntityTooLarge,
     IncompleteBody,
     InvalidArgument,
+    InvalidPartNumber,
+    InvalidRequest,
     MissingContentLength,
     NoSuchKey,
     NotImplementedError_,
@@ -59,7 +62,7 @@ RESPONSE_OVERRIDES = {
 
 
 # -- PUT ----------------------------------------------------------------------------------
-async def _decoded_body(
+async def decoded_body(
     req: S3Request, decoder: BodyDecoder, stored: dict[str, str]
 ) -> AsyncIterator[bytes | memoryview]:
     """The verified object bytes. Once the body is whole and verified (before the object
@@ -73,6 +76,20 @@ async def _decoded_body(
         raise IncompleteBody(f"The request body ended early: {exc}") from exc
     decoder.finish()
     stored.update(checksum_headers(decoder.checksums))
+
+
+def stored_headers(h: Mapping[str, str]) -> dict[str, str]:
+    """The request headers an object keeps (Cache-Control...); aws-chunked, which is
+    transport framing and not the object's, leaves Content-Encoding."""
+    headers = {name: v for name in STORED_HEADERS if (v := h.get(name)) is not None}
+    if "content-encoding" in headers:
+        codings = [c.strip() for c in headers["content-encoding"].split(",")]
+        kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
+        if kept:
+            headers["content-encoding"] = kept
+        else:
+            del headers["content-encoding"]
+    return headers
 
 
 def checksum_headers(found: dict[str, str]) -> dict[str, str]:
@@ -124,14 +141,7 @@ async def put_object(req: S3Request) -> web.Response:
         raise MissingContentLength()
     if size > req.services.max_object_size:
         raise EntityTooLarge(f"Objects are limited to {req.services.max_object_size} bytes.")
-    headers = {h: v for h in STORED_HEADERS if (v := req.http.headers.get(h)) is not None}
-    if "content-encoding" in headers:  # aws-chunked is transport framing, not the object's
-        codings = [c.strip() for c in headers["content-encoding"].split(",")]
-        kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
-        if kept:
-            headers["content-encoding"] = kept
-        else:
-            del headers["content-encoding"]
+    headers = stored_headers(req.http.headers)
     put = PutRequest(
         bucket=req.bucket,
         key=req.key,
@@ -145,7 +155,7 @@ async def put_object(req: S3Request) -> web.Response:
         ),
     )
     await req.layer.precheck_bucket(req.bucket)
-    meta = await req.layer.put_object(put, _decoded_body(req, decoder, put.headers))
+    meta = await req.layer.put_object(put, decoded_body(req, decoder, put.headers))
     reply = {"ETag": f'"{meta.etag}"'}
     reply.update(_checksum_reply(meta))
     return web.Response(status=200, headers=reply)
@@ -256,6 +266,67 @@ def _not_modified(meta: ObjectMeta) -> web.Response:
     return web.Response(status=304, headers=headers)
 
 
+MAX_PART_NUMBER = 10_000
+
+
+def parse_part_number(value: str | None) -> int:
+    text = (value or "").strip()
+    if not text.isdigit() or not text.isascii() or not 1 <= int(text) <= MAX_PART_NUMBER:
+        raise InvalidArgument(
+            "Part number must be an integer between 1 and 10000, inclusive",
+            ArgumentName="partNumber",
+            ArgumentValue=value or "",
+        )
+    return int(text)
+
+
+def _span(req: S3Request, handle: ReadHandle, headers: dict[str, str]) -> tuple[int, int, int]:
+    """(start, end, status) of a GET or HEAD: the whole object, a Range, or a part.
+
+    partNumber=N reads part N of a multipart object (206, with its Content-Range and the
+    object's part count); of a single-part object only part 1 exists, the whole object.
+    A part's own checksum is returned only for a COMPOSITE object, whose checksum is made
+    of the parts' (a FULL_OBJECT checksum describes bytes a part read does not have)."""
+    meta = handle.meta
+    value = req.query.get("partNumber")
+    if value is None:
+        rng = req.http.headers.get("Range")
+        if rng and (span := parse_range(rng, meta.size)) is not None:
+            headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{meta.size}"
+            return span[0], span[1], 206
+        return 0, meta.size, 200
+    number = parse_part_number(value)
+    if "Range" in req.http.headers:
+        raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+    for name in [n for n in headers if n.startswith("x-amz-checksum-")]:
+        del headers[name]
+    table = handle.parts
+    if table is None:
+        if number != 1:
+            raise InvalidPartNumber()
+        start, end = 0, meta.size
+    else:
+        index = next((i for i, p in enumerate(table.parts) if p.number == number), None)
+        if index is None:
+            raise InvalidPartNumber()
+        part = table.parts[index]
+        start, end = table.offsets[index], table.offsets[index] + part.size
+        headers["x-amz-mp-parts-count"] = str(len(table.parts))
+        if (
+            part.checksum
+            and _wants_checksums(req)
+            and meta.headers.get("x-amz-checksum-type") == "COMPOSITE"
+        ):
+            for name in meta.headers:
+                if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type":
+                    headers[name] = base64.b64encode(part.checksum).decode()
+            headers["x-amz-checksum-type"] = "COMPOSITE"
+    if end > start:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.size}"
+        return start, end, 206
+    return start, end, 200
+
+
 async def head_object(req: S3Request) -> web.StreamResponse:
     try:
         handle = await _open(req)
@@ -263,12 +334,8 @@ async def head_object(req: S3Request) -> web.StreamResponse:
         return _not_modified(nm.meta)
     meta = handle.meta
     headers = _object_headers(meta, _wants_checksums(req))
-    status, length = 200, meta.size
-    rng = req.http.headers.get("Range")
-    if rng and (span := parse_range(rng, meta.size)) is not None:
-        status, length = 206, span[1] - span[0]
-        headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{meta.size}"
-    headers["Content-Length"] = str(length)
+    start, end, status = _span(req, handle, headers)
+    headers["Content-Length"] = str(end - start)
     return web.Response(status=status, headers=headers)
 
 
@@ -282,11 +349,7 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     for param, header in RESPONSE_OVERRIDES.items():
         if param in req.query:
             headers[header] = req.query[param]
-    start, end, status = 0, meta.size, 200
-    rng = req.http.headers.get("Range")
-    if rng and (span := parse_range(rng, meta.size)) is not None:
-        start, end, status = span[0], span[1], 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{meta.size}"
+    start, end, status = _span(req, handle, headers)
     body = req.layer.read_object(handle, start, end)
     # closed on every way out: a GET that stops early (client gone) stops its reads now,
     # not whenever the garbage collector finds the generator

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from shardfleet.node.logs import log_request
-from shardfleet.node.s3 import acl, buckets, copy, objects, semantics, xml
+from shardfleet.node.s3 import acl, buckets, copy, multipart, objects, semantics, xml
 from shardfleet.node.s3.context import S3Request, S3Services, split_query, split_target
 from shardfleet.node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
 from shardfleet.node.s3.sigv4 import RequestView, verify_request
@@ -79,6 +79,7 @@ BUCKET: dict[tuple[str, str], Handler] = {
     ("GET", "acl"): acl.get_bucket_acl,
     ("PUT", "acl"): acl.put_bucket_acl,
     ("POST", "delete"): objects.delete_objects,
+    ("GET", "uploads"): multipart.list_uploads,
 }
 OBJECT: dict[tuple[str, str], Handler] = {
     ("PUT", ""): objects.put_object,
@@ -87,6 +88,13 @@ OBJECT: dict[tuple[str, str], Handler] = {
     ("DELETE", ""): objects.delete_object,
     ("GET", "acl"): acl.get_object_acl,
     ("PUT", "acl"): acl.put_object_acl,
+    ("POST", "uploads"): multipart.create_upload,
+    ("PUT", "uploadId"): multipart.upload_part,
+    ("GET", "uploadId"): multipart.list_parts,
+    ("POST", "uploadId"): multipart.complete_upload,
+    ("DELETE", "uploadId"): multipart.abort_upload,
+    ("GET", "partNumber"): objects.get_object,
+    ("HEAD", "partNumber"): objects.head_object,
 }
 
 
@@ -109,6 +117,13 @@ OP_NAMES: dict[Handler, str] = {
     objects.head_object: "HeadObject",
     objects.delete_object: "DeleteObject",
     copy.copy_object: "CopyObject",
+    multipart.create_upload: "CreateMultipartUpload",
+    multipart.upload_part: "UploadPart",
+    multipart.upload_part_copy: "UploadPartCopy",
+    multipart.list_parts: "ListParts",
+    multipart.complete_upload: "CompleteMultipartUpload",
+    multipart.abort_upload: "AbortMultipartUpload",
+    multipart.list_uploads: "ListMultipartUploads",
 }
 
 
@@ -132,6 +147,8 @@ def pick_handler(
     handler = table.get((method, sub))
     if handler is objects.put_object and "x-amz-copy-source" in headers:
         return copy.copy_object
+    if handler is multipart.upload_part and "x-amz-copy-source" in headers:
+        return multipart.upload_part_copy
     if handler is not None:
         return handler
     if sub or any(m == method for m, _ in table):

@@ -42,14 +42,37 @@ LISTINGS = ("ListObjects", "ListObjectVersions")
 ACL_OPS = frozenset({"GetBucketAcl", "PutBucketAcl", "GetObjectAcl", "PutObjectAcl"})
 OBJECT_READS = frozenset({"GetObject", "HeadObject"})
 OBJECT_WRITES = frozenset({"PutObject", "CopyObject"})
+MULTIPART_OPS = frozenset(
+    {
+        "CreateMultipartUpload",
+        "UploadPart",
+        "UploadPartCopy",
+        "ListParts",
+        "CompleteMultipartUpload",
+        "AbortMultipartUpload",
+        "ListMultipartUploads",
+    }
+)
 ALL_OPS = (
     BUCKET_READS
     | OBJECT_READS
     | OBJECT_WRITES
     | ACL_OPS
+    | MULTIPART_OPS
     | {"ListBuckets", "CreateBucket", "DeleteBucket", "DeleteObjects", "DeleteObject"}
 )
-BODY_OPS = frozenset({"PutObject", "CreateBucket", "DeleteObjects", "PutBucketAcl", "PutObjectAcl"})
+BODY_OPS = frozenset(
+    {
+        "PutObject",
+        "CreateBucket",
+        "DeleteObjects",
+        "PutBucketAcl",
+        "PutObjectAcl",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "CreateMultipartUpload",
+    }
+)
 BUCKET_OPS = ALL_OPS - {"ListBuckets"}
 
 Check = Callable[[str, "Screen"], None]
@@ -133,8 +156,10 @@ def _false(value: str, screen: Screen) -> None:
         raise NotImplementedError_("Object Lock is not implemented.")
 
 
-def _full_object(value: str, screen: Screen) -> None:
-    if value.strip().upper() != "FULL_OBJECT":
+def _checksum_type(value: str, screen: Screen) -> None:
+    """A PUT's checksum is of the whole object; a multipart upload's may be COMPOSITE."""
+    allowed = ("FULL_OBJECT",) if screen.op == "PutObject" else ("FULL_OBJECT", "COMPOSITE")
+    if value.strip().upper() not in allowed:
         raise NotImplementedError_(f"Checksum type {value} is not implemented for this call.")
 
 
@@ -164,8 +189,13 @@ PRESIGN_PARAMS = (
     "Expires",
 )
 PUT_LIKE = OBJECT_WRITES
+#: what an object gets when it is created: by a PUT, a copy, or a multipart upload's start
+CREATES = OBJECT_WRITES | {"CreateMultipartUpload"}
 DELETE = ("DeleteObject",)
 COPY = ("CopyObject",)
+COPY_SOURCE = ("CopyObject", "UploadPartCopy")
+UPLOAD_ID = ("UploadPart", "UploadPartCopy", "ListParts", "CompleteMultipartUpload",
+             "AbortMultipartUpload")  # fmt: skip
 
 RULES: tuple[Rule, ...] = (
     # -- authentication and framing: verified by sigv4 / payload.BodyDecoder -----------------
@@ -178,14 +208,21 @@ RULES: tuple[Rule, ...] = (
     H("x-amz-security-token", sample="token", note="no session credentials exist (no STS)"),
     H("x-amz-request-payer", ALL_OPS, note="no bucket is Requester Pays: nothing to confirm"),
     H("x-amz-expected-bucket-owner", BUCKET_OPS, _expected_owner, sample="999999999999"),
-    H("x-amz-source-expected-bucket-owner", COPY, _expected_owner, sample="999999999999"),
+    H("x-amz-source-expected-bucket-owner", COPY_SOURCE, _expected_owner, sample="999999999999"),
     # -- integrity: verified before the write is acknowledged, never stored unverified -------
     H("content-md5", BODY_OPS, note="MD5 of the body, verified (BadDigest)"),
     H("x-amz-checksum-", BODY_OPS, prefix=True, note="verified; stored and returned on GET"),
-    H("x-amz-checksum-algorithm", sample="CRC32", note="CreateMultipartUpload's: no multipart"),
-    H("x-amz-checksum-type", ("PutObject",), _full_object, sample="COMPOSITE"),
+    H("x-amz-checksum-algorithm", ("CreateMultipartUpload",), sample="CRC32"),
+    H(
+        "x-amz-checksum-type",
+        ("PutObject", "CreateMultipartUpload", "CompleteMultipartUpload"),
+        _checksum_type,
+        sample="COMPOSITE",
+        sample_op="PutObject",
+    ),
     H("x-amz-checksum-mode", OBJECT_READS, _only(["ENABLED"], error=InvalidArgument)),
     H("x-amz-sdk-checksum-algorithm", BODY_OPS, note="the named checksum must be sent"),
+    H("x-amz-mp-object-size", ("CompleteMultipartUpload",), note="checked against the parts"),
     # -- conditions ------------------------------------------------------------------------
     H("if-match", OBJECT_READS | PUT_LIKE | {"DeleteObject"}, note="412, checked under a key lock"),
     H("if-none-match", OBJECT_READS | PUT_LIKE, note="writes: only '*', checked under a key lock"),
@@ -200,21 +237,21 @@ RULES: tuple[Rule, ...] = (
     ),
     H("range", ("GetObject", "HeadObject"), _range_ok),
     # -- copy ------------------------------------------------------------------------------
-    H("x-amz-copy-source", COPY, sample_op="DeleteObject", note="UploadPartCopy: no multipart"),
-    H("x-amz-copy-source-if-match", COPY, sample='"abc"'),
-    H("x-amz-copy-source-if-none-match", COPY, sample='"abc"'),
-    H("x-amz-copy-source-if-modified-since", COPY, sample="Wed, 01 Jan 2020 00:00:00 GMT"),
-    H("x-amz-copy-source-if-unmodified-since", COPY, sample="Wed, 01 Jan 2020 00:00:00 GMT"),
-    H("x-amz-copy-source-range", sample="bytes=0-1", note="UploadPartCopy only"),
+    H("x-amz-copy-source", COPY_SOURCE, sample_op="DeleteObject"),
+    H("x-amz-copy-source-if-match", COPY_SOURCE, sample='"abc"'),
+    H("x-amz-copy-source-if-none-match", COPY_SOURCE, sample='"abc"'),
+    H("x-amz-copy-source-if-modified-since", COPY_SOURCE, sample="Wed, 01 Jan 2020 00:00:00 GMT"),
+    H("x-amz-copy-source-if-unmodified-since", COPY_SOURCE, sample="Wed, 01 Jan 2020 00:00:00 GMT"),
+    H("x-amz-copy-source-range", ("UploadPartCopy",), sample="bytes=0-1"),
     H("x-amz-copy-source-server-side-encryption-customer-", prefix=True, sample="AES256"),
     H("x-amz-metadata-directive", COPY, _only(["COPY", "REPLACE"], error=InvalidArgument)),
     H("x-amz-tagging-directive", COPY, _only(["COPY"]), sample="REPLACE", sample_op="CopyObject"),
     # -- stored object attributes ------------------------------------------------------------
-    H("x-amz-meta-", PUT_LIKE, prefix=True, note="user metadata, 2 KB at most"),
-    H("x-amz-storage-class", PUT_LIKE, _storage_class, sample="GLACIER"),
+    H("x-amz-meta-", CREATES, prefix=True, note="user metadata, 2 KB at most"),
+    H("x-amz-storage-class", CREATES, _storage_class, sample="GLACIER"),
     H(
         "x-amz-acl",
-        PUT_LIKE | {"CreateBucket", "PutBucketAcl", "PutObjectAcl"},
+        CREATES | {"CreateBucket", "PutBucketAcl", "PutObjectAcl"},
         _only(["private"]),
         sample="public-read",
     ),  # fmt: skip
@@ -232,13 +269,13 @@ RULES: tuple[Rule, ...] = (
     # -- query parameters --------------------------------------------------------------------
     Q("x-id", ALL_OPS, note="the SDK's operation name, informational"),
     Q("versionId", OBJECT_READS | {"DeleteObject"}, _version_id, sample="3HL4kqtJlcpXroDTDmJ"),
-    Q("prefix", LISTINGS),
-    Q("delimiter", LISTINGS),
+    Q("prefix", LISTINGS + ("ListMultipartUploads",)),
+    Q("delimiter", LISTINGS + ("ListMultipartUploads",)),
     Q("marker", ("ListObjects",)),
     Q("max-keys", LISTINGS),
-    Q("encoding-type", LISTINGS),
+    Q("encoding-type", LISTINGS + ("ListMultipartUploads",)),
     Q("versions", ("ListObjectVersions",), note="unversioned: every object is version null"),
-    Q("key-marker", ("ListObjectVersions",)),
+    Q("key-marker", ("ListObjectVersions", "ListMultipartUploads")),
     Q("version-id-marker", ("ListObjectVersions",)),
     Q("list-type", ("ListObjects",)),
     Q("continuation-token", ("ListObjects",)),
@@ -254,6 +291,13 @@ RULES: tuple[Rule, ...] = (
     Q("location", ("GetBucketLocation",)),
     Q("acl", ACL_OPS, sample_op="DeleteObject", note="the private ACL only: read, or set private"),
     Q("versioning", ("GetBucketVersioning",), note="reads only: never enabled"),
+    Q("uploads", ("CreateMultipartUpload", "ListMultipartUploads"), sample_op="DeleteObject"),
+    Q("upload-id-marker", ("ListMultipartUploads",)),
+    Q("max-uploads", ("ListMultipartUploads",)),
+    Q("uploadId", UPLOAD_ID, sample_op="DeleteObjects"),
+    Q("partNumber", OBJECT_READS | {"UploadPart", "UploadPartCopy"}, sample_op="DeleteObject"),
+    Q("max-parts", ("ListParts",)),
+    Q("part-number-marker", ("ListParts",)),
     # presigned-URL authentication (SigV4, then SigV2), verified
     *(Q(n, ALL_OPS) for n in PRESIGN_PARAMS),
     Q("X-Amz-Security-Token", sample="token", sample_op="GetObject"),
@@ -277,7 +321,6 @@ REFUSED_SUBRESOURCES = (
     "notification",
     "object-lock",
     "ownershipControls",
-    "partNumber",
     "policy",
     "policyStatus",
     "publicAccessBlock",
@@ -290,8 +333,6 @@ REFUSED_SUBRESOURCES = (
     "session",
     "tagging",
     "torrent",
-    "uploadId",
-    "uploads",
     "website",
 )
 RULES += tuple(Q(name, sample="", sample_op="GetObject") for name in REFUSED_SUBRESOURCES)

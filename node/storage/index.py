@@ -118,6 +118,15 @@ class Txn:
         with self.txn.cursor(db=db) as cur:
             return cur.set_range(prefix) and cur.key().startswith(prefix)
 
+    def rows_with_prefix(self, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        with self.txn.cursor(db=db) as cur:
+            found = cur.set_range(prefix)
+            rows = []
+            while found and cur.key().startswith(prefix):
+                rows.append((cur.key(), cur.value()))
+                found = cur.next()
+        return rows
+
     def delete_prefix(self, db: Any, prefix: bytes) -> list[bytes]:
         """Deletes every entry under prefix; returns the deleted values."""
         values = []

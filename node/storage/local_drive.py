@@ -6,6 +6,12 @@ Layout of a drive root:
     index.lmdb/                         ordered metadata index (node/storage/index.py)
     tmp/<vid>/part.<n>                  shards being written (gone after a restart)
     data/<bucket>/<vid[:2]>/<vid>/part.<n>   committed shards; paths never derive from keys
+    data/<bucket>+mp/<pvid[:2]>/<pvid>/part.1  multipart part versions (cluster/parts.py)
+
+A bucket's multipart uploads and parts live in its "+mp" volume: index rows under
+"<bucket>+mp" NUL ..., directories under data/<bucket>+mp/. The volume has no bucket row:
+it exists while its bucket does and goes with it. A completed multipart object's part
+table is its inline row, and its part versions' `vids` rows point at the object's key.
 
 A PUT never overwrites in place. Shards are written and fsynced under tmp/, the version
 directory is renamed into data/ (and its parent fsynced), then the metadata commit makes it
@@ -52,6 +58,14 @@ from shardfleet.cluster.drive import (
     scan_digest,
 )
 from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.parts import (
+    is_tombstone,
+    mp_volume,
+    parts_prefix,
+    table_pvids,
+    upload_key,
+    volume_bucket,
+)
 from shardfleet.cluster.topology import DriveFormat
 from shardfleet.node.storage.fsutil import fsync_dir, makedirs_durable, remove_tree
 from shardfleet.node.storage.index import DriveIndex, Txn, bucket_prefix, is_long, object_key
@@ -211,29 +225,39 @@ class LocalDrive:
         await self._write(apply)
 
     async def delete_bucket(self, bucket: str, *, force: bool = False) -> None:
-        prefix = bucket_prefix(bucket)
+        """Removes the bucket and its "+mp" volume (open uploads, their parts) together."""
+        volume = mp_volume(bucket)
 
         def apply(t: Txn) -> None:
             if t.get(t.buckets, bucket.encode()) is None:
                 raise VolumeNotFound(bucket)
-            if not force and t.has_prefix(t.objects, prefix):
+            if not force and t.has_prefix(t.objects, bucket_prefix(bucket)):
                 raise VolumeNotEmpty(bucket)
-            for meta in t.delete_prefix(t.objects, prefix):
-                with contextlib.suppress(lmdb.NotFoundError):
-                    t.delete(t.vids, ObjectMeta.unpack(meta).vid.encode())
-            t.delete_prefix(t.inline, prefix)
-            t.delete_prefix(t.longkeys, prefix)
+            for name in (bucket, volume):
+                prefix = bucket_prefix(name)
+                for ik, _ in t.rows_with_prefix(t.inline, prefix):
+                    raw = t.get(t.objects, ik)
+                    if raw is not None and ObjectMeta.unpack(raw).parts:
+                        for pvid in table_pvids(t.get(t.inline, ik) or b""):
+                            t.txn.delete(pvid.encode(), db=t.vids)
+                for meta in t.delete_prefix(t.objects, prefix):
+                    t.txn.delete(ObjectMeta.unpack(meta).vid.encode(), db=t.vids)
+                t.delete_prefix(t.inline, prefix)
+                t.delete_prefix(t.longkeys, prefix)
             t.delete(t.buckets, bucket.encode())
 
         await self._write(apply)
         await self._io(remove_tree, self._data / bucket)
+        await self._io(remove_tree, self._data / volume)
 
     async def list_buckets(self) -> dict[str, int]:
         items = self._read(lambda: self.index.items(self.index.buckets))
         return {k.decode(): msgpack.unpackb(v) for k, v in items}
 
     def bucket_created(self, bucket: str) -> int | None:
-        raw = self._read(lambda: self.index.get(self.index.buckets, bucket.encode()))
+        """The creation stamp of a bucket (of a "+mp" volume: of its bucket), or None."""
+        name = volume_bucket(bucket).encode()
+        raw = self._read(lambda: self.index.get(self.index.buckets, name))
         return None if raw is None else msgpack.unpackb(raw)
 
     async def bucket_exists(self, bucket: str) -> bool:
@@ -298,14 +322,15 @@ class LocalDrive:
         staged = self._tmp / vid
         target = self._version_dir(bucket, vid)
         self._inflight.add(vid)
+        has_files = not meta.inline and not meta.parts  # a multipart object's are its parts'
         try:
-            if not meta.inline:
+            if has_files:
                 await self._io(self._install, staged, target)
             old_dirs: list[Path] = []
 
             def apply(t: Txn) -> None:
                 self._flush_trash(t)
-                if t.get(t.buckets, bucket.encode()) is None:
+                if t.get(t.buckets, volume_bucket(bucket).encode()) is None:
                     raise VolumeNotFound(bucket)
                 old = t.get(t.objects, ok)
                 old_meta = None if old is None else ObjectMeta.unpack(old)
@@ -314,6 +339,9 @@ class LocalDrive:
                         f"{bucket}/{key}: version {vid} (stamp {meta.mtime}) is older than "
                         f"the current {old_meta.vid} (stamp {old_meta.mtime})"
                     )
+                if old_meta is not None and old_meta.vid != vid:
+                    keep = table_pvids(inline) if meta.parts and inline else set()
+                    self._retire(t, bucket, ok, old_meta, old_dirs, keep)
                 t.put(t.objects, ok, meta.pack())
                 if inline is not None:
                     t.put(t.inline, ok, inline)
@@ -322,8 +350,6 @@ class LocalDrive:
                 t.put(t.vids, vid.encode(), ok)
                 if is_long(ok, len(bucket_prefix(bucket))):
                     t.put(t.longkeys, ok, key.encode())
-                if old_meta is not None and old_meta.vid != vid:
-                    self._retire(t, bucket, old_meta, old_dirs)
 
             try:
                 await self._write(apply)
@@ -333,7 +359,7 @@ class LocalDrive:
                 # the commit did not land), never a current version without its data.
                 raise
             except BaseException:
-                if not meta.inline:
+                if has_files:
                     await self._drop_uncommitted(target)
                 raise
             if old_dirs:
@@ -376,11 +402,99 @@ class LocalDrive:
             remove_tree(staged)
         fsync_dir(target.parent)
 
-    def _retire(self, t: Txn, bucket: str, old: ObjectMeta, old_dirs: list[Path]) -> None:
+    def _retire(
+        self,
+        t: Txn,
+        bucket: str,
+        ok: bytes,
+        old: ObjectMeta,
+        old_dirs: list[Path],
+        keep: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """Queues the data of a version being replaced or deleted for removal (before its
+        inline row is overwritten: a multipart version's part table is that row). Part
+        versions in `keep` (also in the version replacing it) stay."""
         t.txn.delete(old.vid.encode(), db=t.vids)
-        if not old.inline:
-            t.put(t.trash, old.vid.encode(), bucket.encode())
-            old_dirs.append(self._version_dir(bucket, old.vid))
+        if old.parts:
+            volume = mp_volume(bucket)
+            for pvid in table_pvids(t.get(t.inline, ok) or b"") - keep:
+                self._trash(t, volume, pvid, old_dirs)
+        elif not old.inline:
+            self._trash(t, bucket, old.vid, old_dirs)
+
+    def _trash(self, t: Txn, volume: str, vid: str, old_dirs: list[Path]) -> None:
+        t.txn.delete(vid.encode(), db=t.vids)
+        t.put(t.trash, vid.encode(), volume.encode())
+        old_dirs.append(self._version_dir(volume, vid))
+
+    async def complete_upload(
+        self,
+        bucket: str,
+        key: str,
+        uid: str,
+        meta: ObjectMeta,
+        table: bytes,
+        tombstone: ObjectMeta,
+        tomb_inline: bytes,
+    ) -> None:
+        """Completes a multipart upload on this drive in one index transaction.
+
+        `meta` (with `table` as its inline row) becomes the key's current version unless
+        the drive holds a newer one; the upload's part rows go, the chosen part versions
+        now belong to the key (`vids`), every other attempt is retired, and the upload's
+        record becomes `tombstone` (what a retry, an abort or the sweeper needs to roll the
+        same completion forward on drives that missed it). No shard moves. A drive where
+        the upload was already completed as `meta.vid` answers success (a retry); FileNotFound
+        if the upload is unknown here or was completed otherwise; StaleVersion when a newer
+        version of the key is current (the parts are retired: the upload is still done)."""
+        volume = mp_volume(bucket)
+        ok = object_key(bucket, key)
+        uk = object_key(volume, upload_key(key, uid))
+        pp = object_key(volume, parts_prefix(uid))
+        old_dirs: list[Path] = []
+
+        def apply(t: Txn) -> bool:
+            self._flush_trash(t)
+            if t.get(t.buckets, bucket.encode()) is None:
+                raise VolumeNotFound(bucket)
+            raw = t.get(t.objects, uk)
+            if raw is None:
+                raise FileNotFound(f"upload {uid} of {bucket}/{key}")
+            record = ObjectMeta.unpack(raw)
+            if is_tombstone(record):
+                if record.vid == meta.vid:
+                    return False  # this completion, retried
+                raise FileNotFound(f"upload {uid} of {bucket}/{key} was completed otherwise")
+            old = t.get(t.objects, ok)
+            old_meta = None if old is None else ObjectMeta.unpack(old)
+            stale = (
+                old_meta is not None and old_meta.vid != meta.vid and old_meta.order > meta.order
+            )
+            keep = set() if stale else table_pvids(table)
+            for pk, prow in t.rows_with_prefix(t.objects, pp):
+                part = ObjectMeta.unpack(prow)
+                t.delete(t.objects, pk)
+                if part.vid in keep:
+                    t.put(t.vids, part.vid.encode(), ok)
+                else:
+                    self._trash(t, volume, part.vid, old_dirs)
+            t.put(t.objects, uk, tombstone.pack())
+            t.put(t.inline, uk, tomb_inline)
+            if stale:
+                return True
+            if old_meta is not None and old_meta.vid != meta.vid:
+                self._retire(t, bucket, ok, old_meta, old_dirs, keep)
+            t.put(t.objects, ok, meta.pack())
+            t.put(t.inline, ok, table)
+            if is_long(ok, len(bucket_prefix(bucket))):
+                t.put(t.longkeys, ok, key.encode())
+            return False
+
+        stale = await self._write(apply)
+        if old_dirs:
+            await self._remove_retired(old_dirs)
+        if stale:
+            raise StaleVersion(f"{bucket}/{key}: a newer version is current")
 
     def _flush_trash(self, t: Txn) -> None:
         """Forgets trash entries whose directories are gone (no extra fsync: idempotent)."""
@@ -409,16 +523,16 @@ class LocalDrive:
             self._flush_trash(t)
             old = t.get(t.objects, ok)
             if old is None:
-                if t.get(t.buckets, bucket.encode()) is None:
+                if t.get(t.buckets, volume_bucket(bucket).encode()) is None:
                     raise VolumeNotFound(bucket)
                 raise FileNotFound(f"{bucket}/{key}")
             old_meta = ObjectMeta.unpack(old)
             if vid is not None and old_meta.vid != vid:
                 raise FileNotFound(f"{bucket}/{key} version {vid}")
+            self._retire(t, bucket, ok, old_meta, old_dirs)
             t.delete(t.objects, ok)
             t.txn.delete(ok, db=t.inline)
             t.txn.delete(ok, db=t.longkeys)
-            self._retire(t, bucket, old_meta, old_dirs)
 
         await self._write(apply)
         if old_dirs:
@@ -476,7 +590,8 @@ class LocalDrive:
         a version and committing it). Skips versions in flight and anything newer than
         `older_than` (a write that started after start-up). Returns the number removed."""
         removed = 0
-        known_buckets = set(self.index_buckets())
+        buckets = self.index_buckets()
+        known_buckets = set(buckets) | {mp_volume(b) for b in buckets}
         for bucket_dir in list(self._data.iterdir()):
             if bucket_dir.name not in known_buckets:
                 if bucket_dir.stat().st_mtime < older_than:

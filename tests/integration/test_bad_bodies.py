@@ -431,7 +431,7 @@ def test_user_metadata_too_large(server, s3, raw, bucket):
     [
         ("PUT", "/{bucket}/k?retention", 501, "NotImplemented"),
         ("PUT", "/{bucket}/k?tagging", 501, "NotImplemented"),
-        ("POST", "/{bucket}/k?uploads", 501, "NotImplemented"),
+        ("GET", "/{bucket}/k?attributes", 501, "NotImplemented"),
         ("PATCH", "/{bucket}/k", 405, "MethodNotAllowed"),
         ("DELETE", "/", 405, "MethodNotAllowed"),
     ],

@@ -163,7 +163,8 @@ KINDS: dict[str, tuple[tuple[type, ...], list[Any]]] = {
             "b\x1b[31mred",
         ],
     ),  # fmt: skip
-    "key": ((str,), ["", "k" * 1025, "é" * 513, "k" * 4000]),
+    # a drive key is an S3 key (1024 bytes) or an upload record's (the key, NUL and a uid)
+    "key": ((str,), ["", "k" * 1089, "é" * 545, "k" * 4000]),
     "vid": ((str,), VID_BAD),
     "vid?": ((str, type(None)), VID_BAD),
     "part": ((int,), [-1, 10_001, 2**63, 2**64 - 1]),
@@ -227,6 +228,16 @@ METHODS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         {"r": f"{BUCKET}/{INLINE_KEY}", "o": "owner-1"},
         {"r": "resource", "o": "owner"},
     ),
+    "drive.complete_upload": (
+        {
+            "b": BUCKET,
+            "k": INLINE_KEY,
+            "u": VID_SHARD,
+            "m": make_meta(VID_INLINE, inline=False, parts=1, parts_digest=b"d" * 16).pack(),
+            "t": make_meta(VID_INLINE, inline=True, etag="completed").pack(),
+        },
+        {"b": "bucket", "k": "key", "u": "vid", "m": "meta", "t": "meta"},
+    ),  # fmt: skip
 }
 
 
@@ -365,7 +376,12 @@ async def test_hostile_requests_get_bad_request_and_change_nothing(method, serve
     assert (await remote.read_meta(BUCKET, INLINE_KEY)).inline == b"inline"
     assert await remote.read_shard(BUCKET, VID_SHARD, 1, 100, 1000) == SHARD[100:1100]
     good, _ = METHODS[method]
-    if method not in ("drive.make_bucket", "drive.delete_bucket", "drive.delete"):
+    if method not in (
+        "drive.make_bucket",
+        "drive.delete_bucket",
+        "drive.delete",
+        "drive.complete_upload",
+    ):
         await send(client, peer, method, {"d": drive.drive_id} | good)  # the good one passes
 
 
@@ -408,7 +424,7 @@ async def test_through_remote_drive_bad_input_is_drive_io_error(served):
     _, _, remote = served
     for call in (
         remote.make_bucket("../escape", 1),
-        remote.read_meta(BUCKET, "k" * 1025),
+        remote.read_meta(BUCKET, "k" * 1089),
         remote.read_shard(BUCKET, "not-a-vid", 1, 0, 10),
         remote.read_shard(BUCKET, VID_SHARD, 1, -1, 10),
         remote.commit(BUCKET, "k", make_meta("../../x" + "a" * 25, inline=True), b"x"),
