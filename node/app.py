@@ -22,6 +22,7 @@ from aiohttp import web
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.objects import ObjectLayer
 from shardfleet.healing.buckets import BucketSync
+from shardfleet.healing.uploads import UploadSweeper
 from shardfleet.node import lazy_init
 from shardfleet.node.config import NodeConfig
 from shardfleet.node.logs import flush_periodically
@@ -257,6 +258,11 @@ class Node:
             gauges["heal_bucket_passes"] = float(sync.passes)
             gauges["heal_buckets_restored"] = float(sync.created)
             gauges["heal_buckets_removed"] = float(sync.removed)
+        sweep = getattr(self, "upload_sweep", None)
+        if sweep is not None:
+            gauges = state.setdefault("gauges", {})
+            assert isinstance(gauges, dict)
+            gauges["multipart_uploads_expired"] = float(sweep.aborted)
         return state
 
     def _health(self, path: str) -> web.Response:
@@ -302,6 +308,14 @@ class Node:
         self._spawn(self.bucket_sync.run_forever(self._stopping))
         if self.cluster is not None:
             self.cluster.heartbeat.on_alive.append(lambda peer: self.bucket_sync.wake())
+        self.upload_sweep = UploadSweeper(
+            self.layer,
+            max_age=self.config.multipart_expiry,
+            tombstone_ttl=self.config.multipart_tombstone_ttl,
+            interval=self.config.multipart_sweep_interval,
+            owns=_sweeps_here,
+        )
+        self._spawn(self.upload_sweep.run_forever(self._stopping))
         self._spawn(self._probe_drives())
         if self.cluster is not None:
             self._spawn(self._refresh_pool_free())
@@ -381,6 +395,13 @@ class Node:
             for drive in self.local_drives():
                 drive.close()
         self.io_pool.shutdown(wait=True)
+
+
+def _sweeps_here(eset: ErasureSet) -> bool:
+    """Whether this node sweeps a set's uploads: when the set's first online drive is one
+    of its own, so each set is swept by one node (the same for every node's view)."""
+    first = next((d for d in eset.drives if d.online), None)
+    return first is not None and first.is_local
 
 
 def _complete_imports() -> None:

@@ -138,6 +138,14 @@ class NodeConfig(BaseModel):
     that have waited longest are closed first (see node.s3.server.S3Server)."""
     bucket_sync_interval: float = Field(default=15.0, gt=0, le=3600)
     """Seconds between passes that give drives the buckets they missed while offline."""
+    multipart_expiry: float = Field(default=7 * 86400.0, gt=0, le=3650 * 86400.0)
+    """Seconds an unfinished multipart upload is kept; older ones are aborted, parts and
+    all, by the upload sweep (healing/uploads.py)."""
+    multipart_sweep_interval: float = Field(default=3600.0, gt=0, le=7 * 86400.0)
+    """Seconds between upload sweeps."""
+    multipart_tombstone_ttl: float = Field(default=86400.0, gt=0, le=3650 * 86400.0)
+    """Seconds a completed upload is remembered (a repeated Complete is answered, drives
+    that missed the completion get it)."""
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     """Seconds in-flight requests get to finish after SIGTERM."""
 

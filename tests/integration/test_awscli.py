@@ -1,8 +1,9 @@
 """The AWS CLI (v1) against a real node: `aws s3` and `aws s3api`, bytes compared exactly.
 
 The CLI runs as a subprocess with only environment credentials (no config or credentials
-files), so what it does is what any user's `aws --endpoint-url` would do. Files stay below
-the CLI's 8 MiB multipart threshold: multipart upload is not implemented yet.
+files), so what it does is what any user's `aws --endpoint-url` would do. Files here stay
+below the CLI's 8 MiB multipart threshold (one PUT each); the multipart path at default
+settings is tests/integration/test_tools_multipart.py's.
 """
 
 from __future__ import annotations
