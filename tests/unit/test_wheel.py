@@ -63,6 +63,11 @@ def test_only_top_level_name_is_shardfleet(wheel: Path) -> None:
         assert f"shardfleet/{folder}/__init__.py" in names
     assert "shardfleet/node/s3/router.py" in names
     assert "shardfleet/node/storage/local_drive.py" in names
+    # the public test fixture and its pytest plugin, under their own name only
+    assert "shardfleet/testing/__init__.py" in names
+    assert "shardfleet/testing/plugin.py" in names
+    assert not any(n.startswith("shardfleet/node/testing/") for n in names)
+    assert "[pytest11]" in scripts and "shardfleet = shardfleet.testing.plugin" in scripts
     assert not any(n.startswith("tests/") for n in names)
 
 
