@@ -34,9 +34,38 @@ async def read_small_body(req: S3Request, limit: int = MAX_XML_BODY) -> bytes:
     return bytes(data)
 
 
+MAX_BUCKETS_PAGE = 10_000
+
+
 async def list_buckets(req: S3Request) -> web.Response:
+    """ListBuckets with AWS's paging: `max-buckets` (1..10,000), `continuation-token` (from
+    the previous page), `prefix`, `bucket-region` (every bucket is in this node's region)."""
+    q = req.query
+    limit = None
+    if "max-buckets" in q:
+        text = q["max-buckets"].strip()
+        if not text.isdigit() or not text.isascii() or not 1 <= int(text) <= MAX_BUCKETS_PAGE:
+            raise InvalidArgument(
+                "max-buckets must be an integer between 1 and 10000", ArgumentName="max-buckets"
+            )
+        limit = int(text)
+    after = _decode_token(q["continuation-token"]) if "continuation-token" in q else ""
+    prefix = q.get("prefix", "")
+    region = q.get("bucket-region")
     buckets = await req.layer.list_buckets()
-    return xml_response(xml.list_buckets(buckets, req.services.owner_id))
+    if region is not None and region != req.services.region:
+        buckets = {}
+    names = [n for n in sorted(buckets) if n > after and n.startswith(prefix)]
+    page = names if limit is None else names[:limit]
+    token = _encode_token(page[-1]) if limit is not None and len(names) > limit else None
+    body = xml.list_buckets(
+        {n: buckets[n] for n in page},
+        req.services.owner_id,
+        token=token,
+        prefix=prefix if "prefix" in q else None,
+        region=req.services.region,
+    )
+    return xml_response(body)
 
 
 async def create_bucket(req: S3Request) -> web.Response:
@@ -60,7 +89,10 @@ async def head_bucket(req: S3Request) -> web.Response:
 
     if not await req.layer.bucket_exists(req.bucket):
         raise NoSuchBucket(BucketName=req.bucket)
-    return web.Response(status=200, headers={"x-amz-bucket-region": req.services.region})
+    return web.Response(
+        status=200,
+        headers={"x-amz-bucket-region": req.services.region, "x-amz-access-point-alias": "false"},
+    )
 
 
 async def delete_bucket(req: S3Request) -> web.Response:

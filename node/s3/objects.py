@@ -200,9 +200,19 @@ def _parse_http_date(value: str) -> int | None:
     return calendar.timegm(parsed) if parsed else None
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    tags = [t.strip() for t in header.split(",")]
-    return "*" in tags or any(t.strip('"') == etag for t in tags)
+def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """RFC 9110 entity-tag comparison: strong for If-Match (a W/ tag never matches), weak
+    for If-None-Match (W/"x" matches "x"). Our ETags are all strong."""
+    for tag in (t.strip() for t in header.split(",")):
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        if tag.strip('"') == etag:
+            return True
+    return False
 
 
 def read_condition(
@@ -217,14 +227,14 @@ def read_condition(
     makes If-Modified-Since irrelevant, as AWS does."""
     modified = meta.mtime // 1_000_000_000
     if if_match is not None:
-        if not _etag_matches(if_match, meta.etag):
+        if not _etag_matches(if_match, meta.etag, weak=False):
             return 412
     elif if_unmodified_since is not None:
         since = _parse_http_date(if_unmodified_since)
         if since is not None and modified > since:
             return 412
     if if_none_match is not None:
-        if _etag_matches(if_none_match, meta.etag):
+        if _etag_matches(if_none_match, meta.etag, weak=True):
             return 304
     elif if_modified_since is not None:
         since = _parse_http_date(if_modified_since)

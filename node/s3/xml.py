@@ -33,8 +33,22 @@ def http_date(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f]")
+
+
+def text(value: str) -> str:
+    """Character data as AWS writes it: &, < and > escaped, and the C0 controls XML 1.0
+    cannot carry literally (all but tab and newline; a literal CR would be read back as a
+    newline) as numeric references, e.g. &#x1;. Clients that must read such keys ask for
+    encoding-type=url, where a listing offers it."""
+    out = escape(value)
+    if _CONTROL.search(out):
+        out = _CONTROL.sub(lambda m: f"&#x{ord(m[0]):x};", out)
+    return out
+
+
 def el(name: str, value: object) -> str:
-    return f"<{name}>{escape(str(value))}</{name}>"
+    return f"<{name}>{text(str(value))}</{name}>"
 
 
 def document(root: str, parts: Iterable[str]) -> bytes:
@@ -65,12 +79,27 @@ def owner(owner_id: str) -> str:
     return f"<Owner>{el('ID', owner_id)}{el('DisplayName', owner_id)}</Owner>"
 
 
-def list_buckets(buckets: dict[str, int], owner_id: str) -> bytes:
+def list_buckets(
+    buckets: dict[str, int],
+    owner_id: str,
+    *,
+    token: str | None = None,
+    prefix: str | None = None,
+    region: str = "",
+) -> bytes:
+    """ListAllMyBucketsResult; ContinuationToken only when more buckets follow, Prefix
+    only when the request had one, as AWS."""
+    where = el("BucketRegion", region) if region else ""
     items = "".join(
-        f"<Bucket>{el('Name', name)}{el('CreationDate', iso8601(created))}</Bucket>"
+        f"<Bucket>{el('Name', name)}{el('CreationDate', iso8601(created))}{where}</Bucket>"
         for name, created in buckets.items()
     )
-    return document("ListAllMyBucketsResult", [owner(owner_id), f"<Buckets>{items}</Buckets>"])
+    parts = [owner(owner_id), f"<Buckets>{items}</Buckets>"]
+    if token is not None:
+        parts.append(el("ContinuationToken", token))
+    if prefix is not None:
+        parts.append(el("Prefix", prefix))
+    return document("ListAllMyBucketsResult", parts)
 
 
 def parse(body: bytes, root: str) -> ET.Element:
@@ -156,6 +185,9 @@ def _listing_dates() -> Callable[[int], str]:
     return stamp
 
 
+_ENCODED_FIELDS = frozenset({"Marker", "NextMarker", "StartAfter"})
+
+
 def list_objects(
     *,
     bucket: str,
@@ -178,7 +210,9 @@ def list_objects(
         return quote(value, safe="/") if encode else value
 
     parts = [el("Name", bucket), el("Prefix", name(prefix))]
-    parts += [el(k, v) for k, v in fields.items()]
+    # with encoding-type=url AWS encodes the markers too (V1's Marker and NextMarker, V2's
+    # StartAfter), not the continuation tokens (already URL-safe)
+    parts += [el(k, name(v) if k in _ENCODED_FIELDS else v) for k, v in fields.items()]
     if key_count:
         parts.append(el("KeyCount", len(objects) + len(prefixes)))
     parts.append(el("MaxKeys", max_keys))
@@ -191,7 +225,7 @@ def list_objects(
     stamp = _listing_dates()
     for key, mtime, etag, size in objects:
         parts.append(
-            f"<Contents><Key>{escape(name(key)) if _SPECIAL.search(key) or encode else key}</Key><LastModified>{stamp(mtime)}</LastModified>"
+            f"<Contents><Key>{text(name(key)) if _SPECIAL.search(key) or encode else key}</Key><LastModified>{stamp(mtime)}</LastModified>"
             f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size>{who}"
             "<StorageClass>STANDARD</StorageClass></Contents>"
         )

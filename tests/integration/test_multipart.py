@@ -77,7 +77,7 @@ def upload(s3, bucket: str, key: str, parts: list[bytes], **create) -> dict:
 
 # -- the default path -------------------------------------------------------------------------
 def test_upload_file_at_default_settings_round_trips(s3, bucket, tmp_path):
-    data = random.Random(1).randbytes(100 * MiB + 7)
+    data = random.Random(1).randbytes(200 * MiB + 7)
     path = tmp_path / "big"
     path.write_bytes(data)
     s3.upload_file(str(path), bucket, "big")  # 8 MiB parts, 10 threads, CRC32 per part
