@@ -156,3 +156,48 @@ def test_coordinator_killed_mid_completion_is_rolled_forward(dev_cluster):
             lambda c=c: c.get_object(Bucket="mpc", Key="k")["Body"].read()
         ) == b"".join(parts)
     assert "Uploads" not in s3[2].list_multipart_uploads(Bucket="mpc")
+
+
+def test_default_clients_upload_through_one_node_and_read_through_another(dev_cluster, tmp_path):
+    """boto3's upload_file / download_file and `aws s3 cp` at their default settings
+    (multipart above 8 MiB), writing through one node and reading through another."""
+    import random
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
+
+    s3 = [client(ep) for ep in dev_cluster.endpoints]
+    s3[0].create_bucket(Bucket="tools")
+    data = random.Random(3).randbytes(200 * MiB + 11)
+    up, back = tmp_path / "up.bin", tmp_path / "back.bin"
+    up.write_bytes(data)
+    s3[0].upload_file(str(up), "tools", "boto3.bin")
+    s3[2].download_file("tools", "boto3.bin", str(back))
+    assert back.read_bytes() == data
+    assert s3[1].head_object(Bucket="tools", Key="boto3.bin")["ETag"].endswith('-26"')
+
+    aws = shutil.which("aws", path=str(Path(sys.executable).parent))
+    assert aws, "the AWS CLI (awscli, a test dependency) is not installed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=DEV_ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=DEV_SECRET_KEY,
+        AWS_DEFAULT_REGION="us-east-1",
+        HOME=str(tmp_path),
+    )
+    small = data[: 50 * MiB + 5]
+    up.write_bytes(small)
+
+    def cp(node: int, src: str, dst: str) -> None:
+        endpoint = dev_cluster.endpoints[node]
+        cmd = [aws, "--endpoint-url", endpoint, "s3", "cp", src, dst]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    cp(1, str(up), "s3://tools/cli.bin")
+    cp(3, "s3://tools/cli.bin", str(back))
+    assert back.read_bytes() == small
+    assert s3[0].head_object(Bucket="tools", Key="cli.bin")["ETag"].endswith('-7"')

@@ -236,6 +236,13 @@ def test_aws_s3_sync_uploads_everything_once(node, s3, tmp_path):
     assert not ops.keys() & {"PutObject", "CreateMultipartUpload", "UploadPart"}, ops
     _no_uploads_left(s3, "cli-sync")
 
+    # and back down: the other way of sync, into an empty directory, byte for byte
+    down = tmp_path / "down"
+    _run([*aws, "s3", "sync", "s3://cli-sync", str(down)], env)
+    assert sorted(str(p.relative_to(down)) for p in down.rglob("*") if p.is_file()) == sorted(files)
+    for name, data in files.items():
+        assert (down / name).read_bytes() == data, name
+
 
 def test_aws_s3api_lists_and_aborts_an_upload(node, s3, tmp_path):
     aws, env = [_aws(), "--endpoint-url", node.endpoint], _env(node, tmp_path / "home")
@@ -287,6 +294,10 @@ def test_rclone_copyto_above_the_upload_cutoff(node, s3, tmp_path):
     assert "1 matching files" in check.stderr, check.stderr
     assert "could not be checked" not in check.stderr, check.stderr
     assert _remote_sha256(s3, "rclone", "big.bin") == _sha256(data)
+
+    listed = json.loads(_run([rclone, "lsjson", "--hash", "sf:rclone"], env).stdout)
+    assert [(e["Path"], e["Size"]) for e in listed] == [("big.bin", len(data))]
+    assert listed[0]["Hashes"]["md5"] == hashlib.md5(data).hexdigest()  # from md5chksum
 
     log = Requests(node)
     _run([rclone, "cleanup", "sf:rclone"], env)
