@@ -224,6 +224,11 @@ class Uploads:
             await self.record(bucket, key, uid)  # fail before the body is read
 
         async def still_open() -> None:
+            # every drive's record, not a quorum's: a completion that reached only some
+            # drives (its coordinator died) has decided the upload, and no part may land
+            # after it (it would stay behind on the drives that completed)
+            if await self._roll_forward_if_completed(bucket, key, uid) is not None:
+                raise NoSuchUpload(uid)
             await self.record(bucket, key, uid)
 
         volume = mp_volume(bucket)

@@ -3,9 +3,11 @@
 
 Suites (``--suite a,b``; default all, in this order), each bounded in time:
 
-  standalone  one node, 4 drives, 2+2: matrix cells 1-3 + one 2 GiB PUT/GET (peak RSS)
-  cluster     the default dev cluster (4 nodes x 2 drives, 2+2): cells 1-3 over all nodes,
-              then one 2 GiB PUT/GET through node 1 with each node's peak RSS (issue 4)
+  standalone  one node, 4 drives, 2+2: matrix cells 1-3 and 5 (1 GiB multipart, with the
+              node's peak RSS beside 256 MiB ones) + one 2 GiB PUT/GET (peak RSS)
+  cluster     the default dev cluster (4 nodes x 2 drives, 2+2): cells 1-3 and 5 over all
+              nodes (cell 5 with each node's peak RSS), then one 2 GiB PUT/GET through
+              node 1 with each node's peak RSS (issue 4)
   costs       the CPU a 64 MiB cluster PUT cannot avoid (MD5, zfec, kernel, disk, QUIC per
               byte), timed piece by piece, beside Swift's and our server CPU per PUT
   transport   tests/bench/bench_transport.py: QUIC shard shipping between two processes
@@ -22,6 +24,11 @@ measures it again.
 
     .venv/bin/python tests/bench/run_bench.py                      # everything (~15-20 min)
     .venv/bin/python tests/bench/run_bench.py --suite cluster --duration 3 --cells 1 --skip-2gib
+    .venv/bin/python tests/bench/run_bench.py --suite standalone,cluster --cells 5 --skip-2gib
+
+Cell 5 (1 GiB multipart) always runs last of the cells, between two runs of the same upload
+at 256 MiB, on restarted node(s) unless --warm-mpu; it is one upload and one GET, so
+--duration does not shorten it.
 
 Environment: CELLS, DURATION, PROCS (as run_matrix.sh), OUT, BENCH_TMPDIR, BENCH_SKIP_2GIB=1,
 BENCH_SUITE, SHARED_BENCH (folder holding run_matrix.sh; default ../shared/bench).
@@ -72,8 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--cells",
-        default=env.get("CELLS", "1 2 3"),
-        help='run_matrix.sh cells for standalone/cluster, e.g. "1 2 3" (1-5; "" = none)',
+        default=env.get("CELLS", "1 2 3 5"),
+        help='run_matrix.sh cells for standalone/cluster, e.g. "1 2 3 5" (1-5; "" = none) '
+        "[env CELLS, default 1 2 3 5]",
     )
     p.add_argument(
         "--duration",
@@ -103,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="2GiB",
         help="the big single-stream object (default 2GiB; anything else is a quick check, "
         "its rows labelled big-SIZE)",
+    )
+    p.add_argument(
+        "--warm-mpu",
+        action="store_true",
+        help="run cell 5 (multipart) on the node(s) the earlier cells warmed up, instead of "
+        "restarted ones",
     )
     p.add_argument("--transport-mib", type=int, default=512, help="MiB per transport phase")
     p.add_argument("--startup-runs", type=int, default=5, help="starts per startup series")

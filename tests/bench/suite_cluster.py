@@ -2,8 +2,10 @@
 
 1. starts the DEFAULT dev cluster (node.devcluster.DevClusterSpec defaults: 4 nodes x 2
    drives, 2+2) on free ports, data in a temp dir on the real disk, node logs in OUT;
-2. runs cells 1-3 of run_matrix.sh with ALL node endpoints (s3bench spreads requests
-   round-robin) and SERVER_PID = every node PID; label "shardfleet-cluster";
+2. runs cells 1-3 and 5 of run_matrix.sh with ALL node endpoints (s3bench spreads requests
+   round-robin) and SERVER_PID = every node PID; label "shardfleet-cluster"; cell 5 (1 GiB
+   multipart) runs last, on restarted nodes (--warm-mpu to not), between two runs of the same
+   upload at 256 MiB, with each node's RSS sampled (matrix.run_mpu): each < 150 MB, not growing;
 3. restarts every node (same data; --warm-2gib to not), then PUTs and GETs one 2 GiB object
    through node 1 while rsswatch samples each node's RSS/VmHWM: target each node < 200 MB;
 4. stops the cluster and deletes the temp dir, whatever happens.
@@ -21,6 +23,8 @@ from pathlib import Path
 from benchnode import pick_data_base
 from matrix import (
     CELL_NAMES,
+    MPU_CELL_NUM,
+    MPU_PROBES,
     REPO,
     add_report,
     big_cell,
@@ -29,13 +33,14 @@ from matrix import (
     report_suspicious,
     run_2gib,
     run_matrix,
+    run_mpu,
     suspicious,
     swift_runs,
 )
 from proctree import NodeDied
 from rsswatch import RssWatch
 from summary import SuiteResult, command
-from targets import check, load
+from targets import check, check_mpu_rss, load
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -118,7 +123,11 @@ def _judge_rss(res: SuiteResult, peaks: dict[str, float], out: Path, cmd: str, s
 
 
 def _report(
-    a: argparse.Namespace, out: Path, cluster: BenchCluster, peaks: dict[str, float] | None
+    a: argparse.Namespace,
+    out: Path,
+    cluster: BenchCluster,
+    peaks: dict[str, float] | None,
+    mpu_peaks: dict[str, dict[str, float]] | None,
 ) -> SuiteResult:
     res = SuiteResult("cluster: default dev cluster, 4 nodes x 2 drives, 2+2")
     jsonl = out / f"{LABEL}.jsonl"
@@ -128,6 +137,7 @@ def _report(
     big = big_cell(a.big_size)
     wanted = {CELL_NAMES[c] for c in a.cell_list} | ({big} if peaks is not None else set())
     rep = check(ours, swift_runs(), wanted, absolute=False, rss_limit_mib=None, big_cell=big)
+    check_mpu_rss(rep, ours, mpu_peaks, MPU_PROBES)
     add_report(res, rep, "cluster", a.duration, a.big_size)
     sized = ("--big-size", a.big_size) if a.big_size != "2GiB" else ()
     cmd = command("cluster", "--cells", "", *sized, "--duration", a.duration)
@@ -160,20 +170,40 @@ def run(a: argparse.Namespace) -> SuiteResult:
     broken = ""
     notes: list[str] = []
     peaks: dict[str, float] | None = None
+    mpu_peaks: dict[str, dict[str, float]] | None = None
+    cells = [c for c in a.cell_list if c != MPU_CELL_NUM]
     cluster: BenchCluster | None = None
     try:
         cluster = BenchCluster(tmp / "cluster", out / f"{LABEL}-logs")
         cluster.start()
         eps = cluster.dev.endpoints
         print(f"# dev cluster up: {cluster.pids()} at {','.join(eps)}", flush=True)
-        if a.cell_list:
+        if cells:
             pids = list(cluster.pids().values())
             mrc = run_matrix(
                 LABEL, eps, pids, keys, cluster.alive, out,
-                cells=a.cell_list, duration=a.duration, procs=a.procs,
+                cells=cells, duration=a.duration, procs=a.procs,
             )  # fmt: skip
             if mrc != 0:
                 broken = f"run_matrix.sh exited {mrc}"
+        if MPU_CELL_NUM in a.cell_list:
+            if cells and not a.warm_mpu:
+                warm = cluster.rss_mib()
+                cluster.dev.stop()
+                cluster.start()
+                notes.append(
+                    f"node RSS after cells {' '.join(cells)} (MiB): "
+                    + ", ".join(f"{n} {v:.0f}" for n, v in warm.items())
+                    + "; cell 5 uses restarted nodes (--warm-mpu to not)"
+                )
+                print(f"# {notes[-1]}", flush=True)
+            mrc, mpu_peaks, mpu_notes = run_mpu(
+                LABEL, eps, cluster.pids(), keys, cluster.alive, out,
+                duration=a.duration, procs=a.procs,
+            )  # fmt: skip
+            if mrc != 0 and not broken:
+                broken = f"run_matrix.sh exited {mrc} (cell {MPU_CELL_NUM})"
+            notes += mpu_notes
         if not a.skip_2gib:
             if a.cell_list and not a.warm_2gib:
                 warm = cluster.rss_mib()
@@ -215,7 +245,7 @@ def run(a: argparse.Namespace) -> SuiteResult:
             shutil.rmtree(tmp, ignore_errors=True)
     if cluster is None or not cluster.started:
         return SuiteResult("cluster", broken=True, notes=[broken or "cluster did not start"])
-    res = _report(a, out, cluster, peaks)
+    res = _report(a, out, cluster, peaks, mpu_peaks)
     res.notes[:0] = notes
     if broken:
         res.broken = True

@@ -2,8 +2,10 @@
 
 1. starts the node on a free port, data in a fresh temp dir *on the real disk* (on tmpfs
    fsync is free and the numbers would flatter us);
-2. runs ../shared/bench/run_matrix.sh (cells 1 2 3 by default) against it, so our rows are
-   measured exactly like the peers' rows in ../shared/bench/peers/;
+2. runs ../shared/bench/run_matrix.sh (cells 1 2 3 5 by default) against it, so our rows are
+   measured exactly like the peers' rows in ../shared/bench/peers/; cell 5 (1 GiB multipart)
+   runs last, on a restarted node (--warm-mpu to not), between two runs of the same upload
+   at 256 MiB, all with the node's RSS sampled (matrix.run_mpu);
 3. PUTs then GETs one 2 GiB object with s3bench, sampling the node's RSS, on a restarted node
    (so the peak shows whether one object streams, not what the matrix left in the heap);
 4. stops the node (SIGTERM, SIGKILL after a timeout) and deletes the temp dir, whatever happens;
@@ -21,6 +23,8 @@ from pathlib import Path
 from benchnode import BenchNode, pick_data_base
 from matrix import (
     CELL_NAMES,
+    MPU_CELL_NUM,
+    MPU_PROBES,
     REPO,
     add_report,
     big_cell,
@@ -29,16 +33,23 @@ from matrix import (
     report_suspicious,
     run_2gib,
     run_matrix,
+    run_mpu,
     swift_runs,
 )
 from proctree import NodeDied
 from summary import SuiteResult
-from targets import check, load
+from targets import check, check_mpu_rss, load
 
 LABEL = "shardfleet"
 
 
-def _report(a: argparse.Namespace, out: Path, node: BenchNode, big_ran: bool) -> SuiteResult:
+def _report(
+    a: argparse.Namespace,
+    out: Path,
+    node: BenchNode,
+    big_ran: bool,
+    mpu_peaks: dict[str, dict[str, float]] | None,
+) -> SuiteResult:
     res = SuiteResult("standalone: 1 node, 4 drives, 2+2")
     jsonl = out / f"{LABEL}.jsonl"
     print("\n## shardfleet standalone vs. peers (peers: PROCS=2, 15 s per phase)\n", flush=True)
@@ -47,6 +58,7 @@ def _report(a: argparse.Namespace, out: Path, node: BenchNode, big_ran: bool) ->
     big = big_cell(a.big_size)
     wanted = {CELL_NAMES[c] for c in a.cell_list} | ({big} if big_ran else set())
     rep = check(ours, swift_runs(), wanted, big_cell=big)
+    check_mpu_rss(rep, ours, mpu_peaks, MPU_PROBES)
     print(
         f"\n## standalone targets (duration {a.duration:g}s/phase, {a.procs} client procs; "
         "MiB = 2^20 bytes)\n"
@@ -73,12 +85,14 @@ def run(a: argparse.Namespace) -> SuiteResult:
     keys = (node.access_key, node.secret_key)
     broken = ""
     big_ran = False
+    mpu_peaks: dict[str, dict[str, float]] | None = None
     notes: list[str] = []
+    cells = [c for c in a.cell_list if c != MPU_CELL_NUM]
     try:
         node.start()
         print(f"# node pid {node.pid} at {node.endpoint} (ec 2+2 over 4 drives)", flush=True)
         keys = (node.access_key, node.secret_key)
-        if a.cell_list:
+        if cells:
             mrc = run_matrix(
                 LABEL,
                 [node.endpoint],
@@ -86,12 +100,37 @@ def run(a: argparse.Namespace) -> SuiteResult:
                 keys,
                 node.alive,
                 out,
-                cells=a.cell_list,
+                cells=cells,
                 duration=a.duration,
                 procs=a.procs,
             )
             if mrc != 0:
                 broken = f"run_matrix.sh exited {mrc}"
+        if MPU_CELL_NUM in a.cell_list:
+            if cells and not a.warm_mpu:
+                warm = node.rss_mib()
+                if (code := node.stop()) != 0:
+                    print(f"!! node exited {code} on SIGTERM (see {node.log})", file=sys.stderr)
+                node.start()
+                notes.append(
+                    f"node RSS after cells {' '.join(cells)}: {warm:.1f} MiB; cell 5 uses a "
+                    f"restarted node (pid {node.pid}, idle RSS {node.rss_mib():.1f} MiB; "
+                    "--warm-mpu to not)"
+                )
+                print(f"# {notes[-1]}", flush=True)
+            mrc, mpu_peaks, mpu_notes = run_mpu(
+                LABEL,
+                [node.endpoint],
+                {"node": node.pid},
+                keys,
+                node.alive,
+                out,
+                duration=a.duration,
+                procs=a.procs,
+            )
+            if mrc != 0 and not broken:
+                broken = f"run_matrix.sh exited {mrc} (cell {MPU_CELL_NUM})"
+            notes += mpu_notes
         if not a.skip_2gib:
             if a.cell_list and not a.warm_2gib:
                 warm = node.rss_mib()
@@ -126,7 +165,7 @@ def run(a: argparse.Namespace) -> SuiteResult:
             shutil.rmtree(data, ignore_errors=True)
     if not node.endpoint:  # nothing was ever measured
         return SuiteResult("standalone", broken=True, notes=[broken or "node did not start"])
-    res = _report(a, out, node, big_ran)
+    res = _report(a, out, node, big_ran, mpu_peaks)
     res.notes[:0] = notes
     if broken:
         res.broken = True

@@ -18,6 +18,14 @@ from pathlib import Path
 
 BIG_OBJECT = 64 << 20  # at and above this size a cell is judged by MiB/s, below by ops/s
 RSS_LIMIT_MIB = 150.0
+# cell 5 (1 GiB multipart, 16 MiB parts, 4 in flight, then GET), standalone: ahead of every
+# peer, i.e. above the best peer's figure in ../shared/bench/peers (s3rver's multipart
+# 166.7 MiB/s, moto's GET 801.7 MiB/s), rounded up as the yardstick's README prints them
+MPU_CELL = "1GiB-mpu"
+MPU_PUT_GOAL_MIB_S = 167.0
+MPU_GET_GOAL_MIB_S = 802.0
+MPU_RSS_LIMIT_MB = 150.0  # MB = 10^6 bytes: each server process, during the cell
+MPU_RSS_GROWTH_MIB = 16.0  # 1 GiB upload's peak over the 256 MiB ones': under one part
 
 
 @dataclass
@@ -104,6 +112,19 @@ class Report:
         value, unit = _metric(run, got[1])
         self.add("PASS" if value >= goal else "FAIL", what, f"{value:.1f} {unit}")
 
+    def above(self, what: str, runs: dict[str, Run], cell: str, op: str, goal: float) -> None:
+        """Like at_least, but the figure must beat ``goal`` (a peer's), not equal it."""
+        run = runs.get(cell)
+        got = run.op(op) if run else None
+        if run is None or got is None or got[1]["ops"] < 1:
+            self.at_least(what, runs, cell, op, goal)  # its SKIP/FAIL wording
+            return
+        value, unit = _metric(run, got[1])
+        ratio = f" ({value / goal:.2f}x)" if goal else ""
+        self.add(
+            "PASS" if value > goal else "FAIL", what, f"{value:.1f} vs {goal:.1f} {unit}{ratio}"
+        )
+
 
 def check(
     ours: list[Run],
@@ -151,6 +172,9 @@ def check(
         rep.at_least("4KiB GET >= 1000 ops/s (c=16)", by_cell, "4KiB", "get", 1000)
         rep.at_least("64MiB PUT >= 150 MiB/s (c=4)", by_cell, "64MiB", "put", 150)
         rep.at_least("64MiB GET >= 400 MiB/s (c=4)", by_cell, "64MiB", "get", 400)
+        for op, goal in (("mpu", MPU_PUT_GOAL_MIB_S), ("get", MPU_GET_GOAL_MIB_S)):
+            what = f"{MPU_CELL} {op.upper()} > {goal:.0f} MiB/s (every peer)"
+            rep.above(what, by_cell, MPU_CELL, op, goal)
 
     # 4. memory stays flat for a 2 GiB object
     big = by_cell.get(big_cell)
@@ -195,6 +219,67 @@ def check(
     ):
         rep.add("PASS", "no errors, every GET byte verified", "")
     return rep
+
+
+def _succeeded(run: Run | None, ops: tuple[str, ...]) -> bool:
+    return run is not None and all((run.op(o) or ({}, {"ops": 0}))[1]["ops"] >= 1 for o in ops)
+
+
+def check_mpu_rss(
+    rep: Report,
+    ours: list[Run],
+    peaks: dict[str, dict[str, float]] | None,
+    probes: tuple[str, ...],
+    *,
+    limit_mb: float = MPU_RSS_LIMIT_MB,
+    growth_mib: float = MPU_RSS_GROWTH_MIB,
+) -> None:
+    """Cell 5's memory targets, per server process, from matrix.run_mpu's RssWatch peaks.
+
+    ``peaks``: {cell: {process: peak MiB}} for the cell and for ``probes`` (the same upload at
+    256 MiB, just before and just after it), or None if cell 5 was not run.  Each process's
+    peak during the cell stays under ``limit_mb`` MB, and exceeds the higher of its peaks for
+    the 256 MiB uploads by less than ``growth_mib`` MiB (memory does not grow with the
+    object).  Only runs whose multipart upload and GET both succeeded are judged: the memory
+    of a failed upload says nothing.
+    """
+    by_cell = {r.cell: r for r in ours}
+    ops = ("mpu", "get")
+    small = probes[0].split("-")[0] if probes else "smaller"
+    what_rss = f"{MPU_CELL} MPU+GET: peak RSS < {limit_mb:.0f} MB per process"
+    what_growth = f"{MPU_CELL} peak RSS vs {small}: grows < {growth_mib:.0f} MiB"
+    if peaks is None or MPU_CELL not in peaks:
+        rep.missing(what_rss, MPU_CELL)
+        rep.missing(what_growth, MPU_CELL)
+        return
+    cell = by_cell.get(MPU_CELL)
+    if not _succeeded(cell, ops):
+        why = "the 1 GiB multipart upload/GET did not succeed"
+        why += f": {cell.failed}" if cell and cell.failed else ""
+        rep.add("FAIL", what_rss, why)
+        rep.add("FAIL", what_growth, why)
+        return
+    for name, mib in peaks[MPU_CELL].items():
+        mb = mib * (1 << 20) / 1e6
+        rep.add(
+            "PASS" if mb < limit_mb else "FAIL",
+            f"{MPU_CELL} MPU+GET: {name} peak RSS < {limit_mb:.0f} MB",
+            f"{mb:.1f} MB peak ({mib:.1f} MiB)",
+        )
+    failed = [p for p in probes if p not in peaks or not _succeeded(by_cell.get(p), ops)]
+    if failed or not probes:
+        rep.add("FAIL", what_growth, f"no successful {' / '.join(failed) or 'smaller'} run")
+        return
+    for name, mib in peaks[MPU_CELL].items():
+        sides = [peaks[p].get(name, 0.0) for p in probes]
+        grew = mib - max(sides)
+        rep.add(
+            "PASS" if grew < growth_mib else "FAIL",
+            f"{MPU_CELL} {name} peak RSS vs {small}: grows < {growth_mib:.0f} MiB",
+            f"{grew:+.1f} MiB ({mib:.1f} MiB; {small} before/after: "
+            + " / ".join(f"{v:.1f}" for v in sides)
+            + ")",
+        )
 
 
 def error_samples(runs: Iterable[Run]) -> list[str]:
