@@ -189,6 +189,9 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
     code_cache.save()
     code_cache.close()  # the imports are done: out of dataclasses' and typing's way
     _keep_imports_out_of_gc()
+    from shardfleet.node.malloc import limit_arenas
+
+    limit_arenas()  # before any thread of the node exists
     try:
         return asyncio.run(_run(config))
     except FormatError as exc:

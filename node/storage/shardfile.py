@@ -26,7 +26,7 @@ from pathlib import Path
 from shardfleet.node.storage.fsutil import write_all
 
 ALIGN = 4096
-BUFFER = 2 << 20  # gather up to this much before a direct write
+BUFFER = 1 << 20  # gather up to this much before a direct write
 WRITEBACK_EVERY = 8 << 20  # buffered mode: start writeback this often
 
 _pool: list[mmap.mmap] = []
