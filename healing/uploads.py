@@ -46,7 +46,8 @@ class UploadSweeper(Worker):
         owns: Callable[[ErasureSet], bool] = lambda eset: True,
         now: Callable[[], int] = time.time_ns,
     ) -> None:
-        super().__init__(interval)
+        # nothing about expiry is urgent: the first pass waits until the peers are up
+        super().__init__(interval, first_delay=min(interval, 30.0))
         self.layer = layer
         self.max_age = max_age
         self.tombstone_ttl = tombstone_ttl

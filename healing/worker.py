@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 class Worker:
     name = "worker"
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, *, first_delay: float = 0.0) -> None:
         self.interval = interval
+        #: seconds before the first pass (work that need not race the node's start-up,
+        #: while the peers are still coming up)
+        self.first_delay = first_delay
         self.passes = 0
         self.failures = 0
         self.last_pass: float | None = None
@@ -34,6 +37,9 @@ class Worker:
         self._wake.set()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        if self.first_delay > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._first(stop), self.first_delay)
         while not stop.is_set():
             try:
                 await self.run_once()

@@ -6,6 +6,8 @@ The port is only known from the node's banner, so each run polls the log file (e
 for the endpoint, then GETs /health/ready (every 2 ms) until it answers 200; the clock starts
 just before the spawn.  ``--startup-runs`` runs (default 5) on a fresh empty data dir each, then
 as many on one existing dir (formatted, holding a few hundred objects).  Target: median < 0.5 s.
+The same target holds for the test fixture users import: `shardfleet.testing.serve()`, from
+its import until it yields a serving node.
 
 Most of it may be the interpreter and imports, so the same number of runs of
 ``python -c pass`` and of serve's imports alone (`IMPORTS`: the same steps as node/main.py's
@@ -133,6 +135,23 @@ def time_start(data: Path, log: Path) -> tuple[float, float]:
                 proc.wait(10)
 
 
+FIXTURE = (
+    "import time; t0 = time.perf_counter(); from shardfleet.testing import serve\n"
+    "with serve() as server:\n"
+    "    print(time.perf_counter() - t0, flush=True)\n"
+)
+
+
+def time_fixture() -> float:
+    """Seconds from `from shardfleet.testing import serve` to a yielded, serving node
+    (the user's view of the test fixture; the interpreter that imports it already runs)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIXTURE], cwd="/", capture_output=True, text=True, timeout=60,
+        check=True,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def time_python(code: str) -> float:
     """Wall time of ``python -c code`` (cwd = repo, like the node)."""
     t0 = time.perf_counter()
@@ -191,6 +210,7 @@ def run(a: argparse.Namespace) -> SuiteResult:
     existing: list[tuple[float, float]] = []
     interp: list[float] = []
     imports: list[float] = []
+    fixture: list[float] = []
     try:
         res.notes.append(f"bytecode: {(compiled := byte_compile())}")
         print(f"#   bytecode: {compiled}", flush=True)
@@ -202,6 +222,7 @@ def run(a: argparse.Namespace) -> SuiteResult:
             existing.append(time_start(existing_dir, log))
             interp.append(time_python("pass"))
             imports.append(time_python(IMPORTS))
+            fixture.append(time_fixture())
         heavy = biggest_imports()
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         res.broken = True
@@ -209,6 +230,7 @@ def run(a: argparse.Namespace) -> SuiteResult:
         print(f"!! {exc}", file=sys.stderr)
         for what in ("fresh", "existing"):
             res.add("FAIL", f"startup ({what} data dir) < {TARGET_S} s", "NO RESULT", again)
+        res.add("FAIL", f"test fixture serve() ready < {TARGET_S} s", "NO RESULT", again)
         return res
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -223,6 +245,10 @@ def run(a: argparse.Namespace) -> SuiteResult:
     print(f"  heaviest imports (-X importtime, cumulative): {', '.join(heavy)}")
     res.judge(f_med < TARGET_S, f"startup (fresh data dir) < {TARGET_S} s", f_fig, again)
     res.judge(e_med < TARGET_S, f"startup (existing data dir) < {TARGET_S} s", e_fig, again)
+    x_med = statistics.median(fixture)
+    x_fig = f"median {x_med:.3f}s of {len(fixture)} (runs {' '.join(f'{x:.3f}' for x in fixture)})"
+    print(f"  {'shardfleet.testing.serve()':<28} median {x_med:.3f}s  (import to a serving node)")
+    res.judge(x_med < TARGET_S, f"test fixture serve() ready < {TARGET_S} s", x_fig, again)
     res.notes.append(
         f"interpreter {i_med:.3f}s + imports {m_med - i_med:.3f}s = {m_med:.3f}s of it "
         "(medians of `python -c pass` / serve's imports alone)"
