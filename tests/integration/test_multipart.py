@@ -6,10 +6,12 @@ types, abort and overwrite leaving no shard behind."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import random
 import threading
+import time
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -567,3 +569,80 @@ def test_the_same_part_raced_for_fifty_rounds(server, s3, bucket):
     # one part directory per object per drive: every losing attempt went
     assert len(part_dirs(server, bucket)) == 50 * server.drives
     assert nothing_staged(server)
+
+
+def test_long_completion_and_copy_are_kept_alive_with_spaces(server, s3, raw, bucket):
+    """A completion or copy still committing after 2 s answers 200 at once, then a space every
+    5 s, then its result, as AWS does: here every drive's index is held locked from the test
+    for 8 s, so both wait in their commit."""
+    from tests.support.shards import index_writes_held
+
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="slow")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="slow", UploadId=uid, PartNumber=1, Body=b"p" * 999)
+    s3.put_object(Bucket=bucket, Key="src", Body=os.urandom(300_000))
+    body = (
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+        f"<ETag>{part['ETag']}</ETag></Part></CompleteMultipartUpload>"
+    ).encode()
+    replies: dict[str, tuple[int, bytes]] = {}
+
+    def send(name: str, method: str, target: str, data: bytes, extra: dict[str, str]) -> None:
+        import http.client
+
+        headers = raw.sign(method, target, {"Content-Length": str(len(data)), **extra}, data)
+        conn = http.client.HTTPConnection(*raw.address, timeout=30)
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            reply = conn.getresponse()
+            replies[name] = (reply.status, reply.read())  # a chunked body, decoded
+        finally:
+            conn.close()
+
+    def complete() -> None:
+        send("complete", "POST", f"/{bucket}/slow?uploadId={uid}", body, {})
+
+    def copy() -> None:
+        send("copy", "PUT", f"/{bucket}/copied", b"", {"x-amz-copy-source": f"/{bucket}/src"})
+
+    drives = [server.drive_path(i) for i in range(1, server.drives + 1)]
+    with contextlib.ExitStack() as stack:
+        for d in drives:
+            stack.enter_context(index_writes_held(d))
+        threads = [threading.Thread(target=f) for f in (complete, copy)]
+        for t in threads:
+            t.start()
+        time.sleep(8)
+    for t in threads:
+        t.join(30)
+    for name, root in (
+        ("complete", b"<CompleteMultipartUploadResult"),
+        ("copy", b"<CopyObjectResult"),
+    ):
+        status, got = replies[name]
+        assert status == 200, (name, got)
+        head, _, rest = got.partition(b"\n")
+        assert head.startswith(b"<?xml"), got[:80]
+        assert rest.startswith(b" ") and rest.lstrip(b" ").startswith(root), got[:200]
+    assert s3.get_object(Bucket=bucket, Key="slow")["Body"].read() == b"p" * 999
+    assert s3.head_object(Bucket=bucket, Key="copied")["ContentLength"] == 300_000
+
+
+def test_part_and_object_size_limits(raw, s3, bucket):
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="huge")["UploadId"]
+    target = f"/{bucket}/huge?partNumber=1&uploadId={uid}"
+    headers = raw.sign(
+        "PUT", target, {"Content-Length": str((5 << 30) + 1)}, b"", payload_hash="UNSIGNED-PAYLOAD"
+    )
+    reply = raw.send("PUT", target, headers, [b"x" * 1000])
+    assert (
+        reply is not None and reply.status == 400 and b"<Code>EntityTooLarge</Code>" in reply.body
+    )
+    target = f"/{bucket}/huge-put"
+    headers = raw.sign(
+        "PUT", target, {"Content-Length": str((5 << 30) + 1)}, b"", payload_hash="UNSIGNED-PAYLOAD"
+    )
+    reply = raw.send("PUT", target, headers, [b"x" * 1000])
+    assert (
+        reply is not None and reply.status == 400 and b"<Code>EntityTooLarge</Code>" in reply.body
+    )
+    assert "Parts" not in s3.list_parts(Bucket=bucket, Key="huge", UploadId=uid)

@@ -271,6 +271,24 @@ def test_aws_s3api_lists_and_aborts_an_upload(node, s3, tmp_path):
     assert "NoSuchUpload" in gone.stderr, gone.stderr
     assert "Contents" not in s3.list_objects_v2(Bucket="cli-api")
 
+    # s3api's copies: copy-object, and upload-part-copy of a range into a new upload
+    s3.put_object(Bucket="cli-api", Key="src", Body=b"0123456789" * 1000)
+    api("copy-object", "--bucket", "cli-api", "--key", "dst", "--copy-source", "cli-api/src")
+    assert s3.get_object(Bucket="cli-api", Key="dst")["Body"].read() == b"0123456789" * 1000
+    uid = api("create-multipart-upload", "--bucket", "cli-api", "--key", "ranged")["UploadId"]
+    copied = api(
+        "upload-part-copy", "--bucket", "cli-api", "--key", "ranged", "--upload-id", uid,
+        "--part-number", "1", "--copy-source", "cli-api/src", "--copy-source-range", "bytes=5-14",
+    )["CopyPartResult"]  # fmt: skip
+    (tmp_path / "parts.json").write_text(
+        json.dumps({"Parts": [{"PartNumber": 1, "ETag": copied["ETag"]}]})
+    )
+    api(
+        "complete-multipart-upload", "--bucket", "cli-api", "--key", "ranged", "--upload-id", uid,
+        "--multipart-upload", f"file://{tmp_path / 'parts.json'}",
+    )  # fmt: skip
+    assert s3.get_object(Bucket="cli-api", Key="ranged")["Body"].read() == b"5678901234"
+
 
 # -- rclone -------------------------------------------------------------------------------------
 def test_rclone_copyto_above_the_upload_cutoff(node, s3, tmp_path):
