@@ -213,6 +213,11 @@ class Drive(Protocol):
     async def abort(self, bucket: str, vid: str) -> None:
         """Drops shards staged for a version that will not be committed."""
 
+    async def install(self, bucket: str, vid: str) -> None:
+        """Installs shards staged (open_shard) for a version the drive's index already
+        references, replacing its files atomically; FileNotFound (staged files dropped) when
+        it references none. How a healer rewrites a shard without touching metadata."""
+
     async def read_meta(self, bucket: str, key: str) -> MetaRecord: ...
 
     async def read_shard(

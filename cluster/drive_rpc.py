@@ -192,6 +192,7 @@ WRITE_SHARD = Rpc(
 )
 COMMIT = Rpc("drive.commit", {"b": BUCKET, "k": KEY, "m": PACKED_META, "i": INLINE}, {})
 ABORT = Rpc("drive.abort", {"b": BUCKET, "v": VID}, {})
+INSTALL = Rpc("drive.install", {"b": BUCKET, "v": VID}, {})
 READ_META = Rpc("drive.read_meta", {"b": BUCKET, "k": KEY}, {"m": PACKED_META, "i": INLINE})
 READ_SHARD = Rpc(
     "drive.read_shard",
@@ -234,7 +235,7 @@ UNLOCK = Rpc("drive.unlock", LOCK_ASK, {})
 
 RPCS: tuple[Rpc, ...] = (
     INFO, MAKE_BUCKET, DELETE_BUCKET, LIST_BUCKETS, BUCKET_EXISTS, WRITE_SHARD, COMMIT, ABORT,
-    READ_META, READ_SHARD, DELETE, SCAN, SCAN_DIGEST, LOCK, UNLOCK, COMPLETE_UPLOAD,
+    READ_META, READ_SHARD, DELETE, SCAN, SCAN_DIGEST, LOCK, UNLOCK, COMPLETE_UPLOAD, INSTALL,
 )  # fmt: skip
 
 
@@ -385,6 +386,9 @@ class RemoteDrive:
 
     async def abort(self, bucket: str, vid: str) -> None:
         await self._call(ABORT, {"b": bucket, "v": vid})
+
+    async def install(self, bucket: str, vid: str) -> None:
+        await self._call(INSTALL, {"b": bucket, "v": vid})
 
     async def read_meta(self, bucket: str, key: str) -> MetaRecord:
         h, _ = await self._call(READ_META, {"b": bucket, "k": key})
@@ -554,6 +558,10 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         await d.abort(h["b"], h["v"])
         return Response({})
 
+    async def install(d: Drive, h: dict[str, Any], req: Request) -> Response:
+        await d.install(h["b"], h["v"])
+        return Response({})
+
     async def read_meta(d: Drive, h: dict[str, Any], req: Request) -> Response:
         rec = await d.read_meta(h["b"], h["k"])
         return Response({"m": rec.meta.pack(), "i": rec.inline})
@@ -617,5 +625,6 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         LOCK: lock,
         UNLOCK: unlock,
         COMPLETE_UPLOAD: complete_upload,
+        INSTALL: install,
     }
     return {rpc.method: serve(rpc, fn) for rpc, fn in table.items()}

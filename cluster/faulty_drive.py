@@ -87,6 +87,7 @@ DRIVE_METHODS = frozenset(
         "lock",
         "unlock",
         "complete_upload",
+        "install",
     }
 )
 WRITER_METHODS = frozenset({"shard.write", "shard.finish"})
@@ -341,6 +342,9 @@ class FaultyDrive:
 
     async def abort(self, bucket: str, vid: str) -> None:
         await self._call("abort", bucket, vid)
+
+    async def install(self, bucket: str, vid: str) -> None:
+        await self._call("install", bucket, vid)
 
     async def read_meta(self, bucket: str, key: str) -> MetaRecord:
         return await self._call("read_meta", bucket, key)

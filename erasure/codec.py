@@ -64,6 +64,24 @@ class Codec:
             raise BadShardSize("shard blocks of a stripe differ in length")
         return self._decoder.decode(chosen, ids)
 
+    def rebuild(self, blocks: Mapping[int, Buffer], wanted: Sequence[int]) -> dict[int, Buffer]:
+        """The blocks of shard indices `wanted` from any k blocks of one stripe: a healer's
+        work, decode (skipped when the k data blocks are there) and re-encode. The data
+        blocks come back as given or decoded, parity blocks freshly encoded."""
+        data = self.decode(blocks)
+        out: dict[int, Buffer] = {}
+        parity: list[bytes] | None = None
+        for index in wanted:
+            if not 0 <= index < self.n:
+                raise BadShardSize(f"shard index {index} outside 0..{self.n - 1}")
+            if index < self.k:
+                out[index] = data[index]
+            else:
+                if parity is None:
+                    parity = self.encode(data)
+                out[index] = parity[index - self.k]
+        return out
+
     def join(self, data_blocks: Sequence[Buffer], data_len: int) -> bytes:
         """Data blocks back into the stripe's object bytes (padding dropped)."""
         return b"".join(data_blocks)[:data_len]

@@ -348,6 +348,9 @@ class LocalDrive:
                 else:
                     t.txn.delete(ok, db=t.inline)
                 t.put(t.vids, vid.encode(), ok)
+                if meta.parts and inline:
+                    for pvid in table_pvids(inline):  # its parts' data belong to the key
+                        t.put(t.vids, pvid.encode(), ok)
                 if is_long(ok, len(bucket_prefix(bucket))):
                     t.put(t.longkeys, ok, key.encode())
 
@@ -364,6 +367,26 @@ class LocalDrive:
                 raise
             if old_dirs:
                 await self._remove_retired(old_dirs)
+        finally:
+            self._inflight.discard(vid)
+
+    async def install(self, bucket: str, vid: str) -> None:
+        """Installs shards staged for a version the index already references (a healer
+        rewriting a missing or rotten shard of it, or a part of a multipart object), each
+        file replaced atomically. FileNotFound, and the staged files dropped, when nothing
+        references `vid`: a heal must never bring back data of a version that is gone."""
+        staged = self._tmp / vid
+        target = self._version_dir(bucket, vid)
+        self._inflight.add(vid)
+        try:
+            if self._read(lambda: self.index.get(self.index.vids, vid.encode())) is None:
+                await self.abort_staged(vid)
+                raise FileNotFound(f"{bucket}: no version {vid} to install shards of")
+            await self._io(self._install, staged, target)
+            # deleted while we installed: take it out again, as an uncommitted version
+            if self._read(lambda: self.index.get(self.index.vids, vid.encode())) is None:
+                await self._drop_uncommitted(target)
+                raise FileNotFound(f"{bucket}: version {vid} went while its shards were installed")
         finally:
             self._inflight.discard(vid)
 

@@ -203,6 +203,7 @@ METHODS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         {"b": "bucket", "k": "key", "m": "meta", "i": "inline"},
     ),  # fmt: skip
     "drive.abort": ({"b": BUCKET, "v": VID_SHARD}, {"b": "bucket", "v": "vid"}),
+    "drive.install": ({"b": BUCKET, "v": VID_SHARD}, {"b": "bucket", "v": "vid"}),
     "drive.read_meta": ({"b": BUCKET, "k": INLINE_KEY}, {"b": "bucket", "k": "key"}),
     "drive.read_shard": (
         {"b": BUCKET, "v": VID_SHARD, "p": 1, "o": 0, "n": 1000},

@@ -222,6 +222,7 @@ OFFLINE_CALLS = {
     "scan_digest": lambda d: d.scan_digest("bkt", "", "", 10),
     "lock": lambda d: d.lock("bkt/k", "o", 5),
     "unlock": lambda d: d.unlock("bkt/k", "o"),
+    "install": lambda d: d.install("bkt", vid_of(5)),
     "complete_upload": lambda d: d.complete_upload(
         "bkt", "k", vid_of(7), meta(vid_of(8)), b"", meta(vid_of(9)), b""
     ),
