@@ -41,6 +41,8 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._first(stop), self.first_delay)
         while not stop.is_set():
+            # cleared before the pass, so a wake() that arrives during it starts the next
+            self._wake.clear()
             try:
                 await self.run_once()
                 self.passes += 1
@@ -51,7 +53,6 @@ class Worker:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s pass failed: %s", self.name, self.last_error)
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._first(stop), self.interval)
 

@@ -152,6 +152,62 @@ async def add_pool(
     }
 
 
+def heal_local(config: NodeConfig, heal: dict[str, Any]) -> dict[str, Any]:
+    """This node's healing: its MRF queue and scanner; `done` when neither has work."""
+    mrf, scanner = heal["mrf"].status(), heal["scanner"].status()
+    done = mrf["depth"] == 0 and not scanner["running"] and not scanner["pending"]
+    return {"node": config.node or "standalone", "done": done, "mrf": mrf, "scanner": scanner}
+
+
+def _peer_endpoints(cluster: ClusterRuntime | None, config: NodeConfig) -> dict[str, str]:
+    if cluster is None:
+        return {}
+    return {
+        spec.id: f"http://{spec.s3}"
+        for pool in cluster.topology.pools
+        for spec in pool
+        if spec.id != config.node
+    }
+
+
+async def heal_cluster(
+    cluster: ClusterRuntime | None,
+    config: NodeConfig,
+    heal: dict[str, Any],
+    what: str,
+    method: str = "GET",
+) -> dict[str, Any]:
+    """This node's answer and every peer's (asked with `local=1`): `done` when every node
+    that answered has nothing queued or running; peers that did not answer are listed."""
+    import asyncio
+
+    ak, sk = config.credentials
+
+    async def ask(node: str, endpoint: str) -> tuple[str, dict[str, Any] | str]:
+        try:
+            return node, await asyncio.to_thread(
+                _call, endpoint, method, what, ak, sk, region=config.region, timeout=3.0
+            )
+        except (SystemExit, Exception) as exc:
+            return node, str(exc)
+
+    answers = await asyncio.gather(
+        *(ask(n, e) for n, e in sorted(_peer_endpoints(cluster, config).items()))
+    )
+    nodes = [heal_local(config, heal)]
+    unreachable = []
+    for node, answer in answers:
+        if isinstance(answer, dict):
+            nodes.append(answer)
+        else:
+            unreachable.append({"node": node, "error": answer[:300]})
+    return {
+        "done": all(n.get("done") for n in nodes),
+        "nodes": nodes,
+        "unreachable": unreachable,
+    }
+
+
 async def admin_api(
     request: web.Request,
     *,
@@ -160,6 +216,7 @@ async def admin_api(
     config: NodeConfig,
     metrics: Metrics,
     lookup_secret: Callable[[str], str | None],
+    heal: dict[str, Any] | None = None,
 ) -> web.StreamResponse:
     request_id = new_request_id()
     raw_path, _, raw_query = request.raw_path.partition("?")
@@ -174,6 +231,32 @@ async def admin_api(
                 await status(layer, cluster, config, metrics),
                 headers={"x-amz-request-id": request_id},
             )
+        if what in ("heal/status", "heal/start") and heal is not None:
+            local = request.query.get("local") == "1"
+            if what == "heal/start":
+                if request.method != "POST":
+                    raise InvalidRequest("heal/start is a POST")
+                bucket = request.query.get("bucket") or None
+                deep = request.query.get("deep") == "1"
+                heal["scanner"].start(bucket, deep=deep)
+                if not local:
+                    query = "&".join(
+                        f"{k}={v}"
+                        for k, v in (("bucket", bucket), ("deep", "1" if deep else None))
+                        if v
+                    )
+                    target = "heal/start?local=1" + (f"&{query}" if query else "")
+                    await heal_cluster(cluster, config, heal, target, "POST")
+                return web.json_response(
+                    {"started": True, "bucket": bucket, "deep": deep},
+                    headers={"x-amz-request-id": request_id},
+                )
+            body = (
+                heal_local(config, heal)
+                if local
+                else await heal_cluster(cluster, config, heal, "heal/status?local=1")
+            )
+            return web.json_response(body, headers={"x-amz-request-id": request_id})
         if request.method == "POST" and what == "pools":
             await send_continue(request)
             body = await request.content.read(MAX_ADMIN_BODY + 1)
@@ -221,6 +304,49 @@ def _call(
         raise SystemExit(f"shardfleet admin: {endpoint} answered {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+
+
+def fetch_heal(
+    endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
+) -> dict[str, Any]:
+    return _call(endpoint, "GET", "heal/status", access_key, secret_key, region=region)
+
+
+def start_heal(
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    bucket: str | None = None,
+    deep: bool = False,
+    region: str = "us-east-1",
+) -> dict[str, Any]:
+    query = "&".join(
+        f"{k}={v}" for k, v in (("bucket", bucket), ("deep", "1" if deep else None)) if v
+    )
+    what = "heal/start" + (f"?{query}" if query else "")
+    return _call(endpoint, "POST", what, access_key, secret_key, region=region, timeout=30.0)
+
+
+def render_heal(st: dict[str, Any]) -> str:
+    """`admin heal status` for people: a line per node, a progress bar per running pass."""
+    lines = [f"healing: {'done' if st['done'] else 'in progress'}"]
+    for n in st["nodes"]:
+        sc, mrf = n["scanner"], n["mrf"]
+        bar = ""
+        if sc["running"]:
+            frac = sc["progress"] or 0.0
+            filled = int(frac * 30)
+            eta = f", ETA {sc['eta_s']:.0f}s" if sc.get("eta_s") is not None else ""
+            bar = f"  [{'#' * filled}{'.' * (30 - filled)}] {frac:4.0%}{eta}"
+        lines.append(
+            f"  {n['node']}: scanned {sc['scanned']}, healed {sc['healed'] + mrf['healed']}, "
+            f"failed {sc['failed'] + mrf['failed']}, bytes healed {sc['bytes'] + mrf['bytes']}, "
+            f"MRF depth {mrf['depth']}{' (deep pass)' if sc['running'] and sc['deep'] else ''}{bar}"
+        )
+    for n in st.get("unreachable", []):
+        lines.append(f"  {n['node']}: unreachable ({n['error']})")
+    return "\n".join(lines)
 
 
 def fetch_status(

@@ -22,6 +22,8 @@ from aiohttp import web
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.objects import ObjectLayer
 from shardfleet.healing.buckets import BucketSync
+from shardfleet.healing.mrf import MRF
+from shardfleet.healing.scanner import Scanner
 from shardfleet.healing.uploads import UploadSweeper
 from shardfleet.node import lazy_init
 from shardfleet.node.config import NodeConfig
@@ -124,12 +126,16 @@ class Node:
             log.warning(
                 "write missed drives: %s/%s version %s, positions %s", bucket, key, vid, positions
             )
+            if (mrf := getattr(self, "mrf", None)) is not None:
+                mrf.add(bucket, key, vid, positions)
 
         def degraded(bucket: str, key: str, vid: str, positions: list[int]) -> None:
             self.metrics.degraded.inc()
             log.info(
                 "degraded read: %s/%s version %s, bad positions %s", bucket, key, vid, positions
             )
+            if (mrf := getattr(self, "mrf", None)) is not None:
+                mrf.add(bucket, key, vid, positions)
 
         return {"on_partial": partial, "on_degraded": degraded}
 
@@ -188,6 +194,9 @@ class Node:
                     config=self.config,
                     metrics=self.metrics,
                     lookup_secret=self._lookup_secret,
+                    heal={"mrf": self.mrf, "scanner": self.scanner}
+                    if hasattr(self, "scanner")
+                    else None,
                 )
             anonymous = (
                 "Authorization" not in request.headers and "X-Amz-Algorithm" not in request.query
@@ -258,6 +267,24 @@ class Node:
             gauges["heal_bucket_passes"] = float(sync.passes)
             gauges["heal_buckets_restored"] = float(sync.created)
             gauges["heal_buckets_removed"] = float(sync.removed)
+        for name, worker in (
+            ("mrf", getattr(self, "mrf", None)),
+            ("scanner", getattr(self, "scanner", None)),
+        ):
+            if worker is not None:
+                gauges = state.setdefault("gauges", {})
+                assert isinstance(gauges, dict)
+                st = worker.status()
+                gauges[f"heal_{name}_healed"] = float(st["healed"])  # type: ignore[arg-type]
+                gauges[f"heal_{name}_failures"] = float(st["failed"])  # type: ignore[arg-type]
+                gauges[f"heal_{name}_bytes"] = float(st["bytes"])  # type: ignore[arg-type]
+                if name == "mrf":
+                    gauges["heal_mrf_depth"] = float(st["depth"])  # type: ignore[arg-type]
+                    gauges["heal_mrf_dropped"] = float(st["dropped"])  # type: ignore[arg-type]
+                else:
+                    gauges["heal_scan_running"] = 1.0 if st["running"] else 0.0
+                    gauges["heal_scan_objects"] = float(st["scanned"])  # type: ignore[arg-type]
+                    gauges["heal_scan_progress"] = float(st["progress"] or 0.0)  # type: ignore[arg-type]
         sweep = getattr(self, "upload_sweep", None)
         if sweep is not None:
             gauges = state.setdefault("gauges", {})
@@ -316,6 +343,23 @@ class Node:
             owns=_sweeps_here,
         )
         self._spawn(self.upload_sweep.run_forever(self._stopping))
+        local = self.local_drives()
+        self.mrf = MRF(
+            self.layer,
+            capacity=self.config.mrf_capacity,
+            path=local[0].root / "mrf.msgpack" if local else None,
+        )
+        self.scanner = Scanner(
+            self.layer,
+            interval=self.config.scan_interval,
+            deep_every=self.config.scan_deep_every,
+            rate=self.config.scan_rate,
+            owns=_sweeps_here,
+        )
+        self._spawn(self.mrf.run_forever(self._stopping))
+        self._spawn(self.scanner.run_forever(self._stopping))
+        if self.cluster is not None:
+            self.cluster.heartbeat.on_alive.append(lambda peer: self.mrf.wake())
         self._spawn(self._probe_drives())
         if self.cluster is not None:
             self._spawn(self._refresh_pool_free())

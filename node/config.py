@@ -138,6 +138,14 @@ class NodeConfig(BaseModel):
     that have waited longest are closed first (see node.s3.server.S3Server)."""
     bucket_sync_interval: float = Field(default=15.0, gt=0, le=3600)
     """Seconds between passes that give drives the buckets they missed while offline."""
+    scan_interval: float = Field(default=86400.0, gt=0, le=365 * 86400.0)
+    """Seconds between the scanner's passes over every set (healing/scanner.py)."""
+    scan_deep_every: int = Field(default=7, ge=0, le=10_000)
+    """Every Nth pass is deep (every block's CRC32C checked); 0: never by itself."""
+    scan_rate: float = Field(default=200.0, ge=0, le=1_000_000)
+    """Objects per second a scanner pass checks at most (0: no cap)."""
+    mrf_capacity: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Objects the MRF queue (healing/mrf.py) holds; reports beyond it go to the scanner."""
     multipart_expiry: float = Field(default=7 * 86400.0, gt=0, le=3650 * 86400.0)
     """Seconds an unfinished multipart upload is kept; older ones are aborted, parts and
     all, by the upload sweep (healing/uploads.py)."""

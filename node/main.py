@@ -77,6 +77,18 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="TOML file with [[nodes]] entries (id, s3, rpc, drives)",
     )
+    heal = asub.add_parser("heal", help="healing: status, or start a pass now")
+    hsub = heal.add_subparsers(dest="heal_command", required=True)
+    hst = hsub.add_parser("status", help="per node: scanned, healed, failed, MRF depth, progress")
+    hst.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    hst.add_argument("--json", action="store_true", help="one JSON object; `done` when all idle")
+    hst.add_argument("--watch", action="store_true", help="refresh every second until done")
+    hst.add_argument("--region", default="us-east-1")
+    hgo = hsub.add_parser("start", help="start a scanner pass now, cluster-wide")
+    hgo.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    hgo.add_argument("--bucket", help="only this bucket")
+    hgo.add_argument("--deep", action="store_true", help="check every block's CRC32C")
+    hgo.add_argument("--region", default="us-east-1")
     top = asub.add_parser("top", help="live view of nodes, drives, sets and traffic")
     top.add_argument(
         "--endpoint", action="append", help="node endpoint (repeatable; default 127.0.0.1:9000)"
@@ -267,6 +279,23 @@ def admin(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:
             return 0
+    if args.admin_command == "heal":
+        import time
+
+        from shardfleet.node.admin import fetch_heal, render_heal, start_heal
+
+        if args.heal_command == "start":
+            print(json.dumps(start_heal(args.endpoint, ak, sk, bucket=args.bucket, deep=args.deep,
+                                        region=args.region)))  # fmt: skip
+            return 0
+        while True:
+            st = fetch_heal(args.endpoint, ak, sk, args.region)
+            text = json.dumps(st, indent=2) if args.json else render_heal(st)
+            if not args.watch or st["done"]:
+                print(text)
+                return 0
+            print("\x1b[2J\x1b[H" + text, flush=True)  # a live view: clear, then redraw
+            time.sleep(1.0)
     if args.admin_command == "add-pool":
         import tomllib
 

@@ -1,0 +1,148 @@
+"""The scanner: walks every set this node owns, one pass per `interval` (default 24 h),
+and heals what it finds, at a capped rate, so nothing depends on a write or read having
+noticed the damage.
+
+Shallow (every pass): each listed object's metadata is read from every drive of its set
+and the first run of every holder's shard read and checked, which finds a drive that
+missed a version, holds an older one, or lost the shard file; it is healed on the spot
+(healing/reconstruct.py). Deep (every `deep_every`-th pass, or on demand): every block of
+every shard is read and checked against its CRC32C, which finds rot anywhere.
+
+Objects are listed through the set's listing quorum, so a version that never reached
+quorum is not healed into existence. The rate cap (`rate`, objects per second) keeps a
+pass from competing with clients; shard traffic goes through the drives' background
+views. A pass can be started now (`start`, the admin API's `heal start`), for one bucket
+or all, shallow or deep; progress and an estimate of the time left come from the number of
+objects the previous pass saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from shardfleet.cluster.erasure_set import ErasureSet
+from shardfleet.cluster.errors import NoSuchBucket
+from shardfleet.cluster.listing import list_objects
+from shardfleet.cluster.objects import ObjectLayer
+from shardfleet.healing.reconstruct import heal_object
+from shardfleet.healing.worker import Worker
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+
+
+class Scanner(Worker):
+    name = "scanner"
+
+    def __init__(
+        self,
+        layer: ObjectLayer,
+        *,
+        interval: float = 86_400.0,
+        deep_every: int = 7,
+        rate: float = 200.0,
+        owns: Callable[[ErasureSet], bool] = lambda eset: True,
+    ) -> None:
+        super().__init__(interval, first_delay=min(interval, 60.0))
+        self.layer = layer
+        self.deep_every = deep_every
+        self.rate = rate
+        self.owns = owns
+        self.running = False
+        self.pending: tuple[str | None, bool] | None = None  # a pass asked for: bucket, deep
+        self.scanned = self.healed = self.failed = self.bytes = 0
+        self.pass_scanned = 0
+        self.last_total = 0  # objects the previous pass saw (for progress and ETA)
+        self.pass_started: float | None = None
+        self.pass_deep = False
+
+    def start(self, bucket: str | None = None, *, deep: bool = False) -> None:
+        """Asks for a pass now (the admin API's `heal start`)."""
+        self.pending = (bucket, deep)
+        self.wake()
+
+    async def run_once(self) -> int:
+        bucket, deep = self.pending or (None, False)
+        self.pending = None
+        if not deep and self.deep_every > 0:
+            deep = (self.passes + 1) % self.deep_every == 0
+        return await self.scan(bucket, deep=deep)
+
+    async def scan(self, only: str | None = None, *, deep: bool = False) -> int:
+        """One pass; returns the objects healed."""
+        self.running, self.pass_deep = True, deep
+        self.pass_started, self.pass_scanned = time.monotonic(), 0
+        healed = 0
+        try:
+            buckets = [only] if only else sorted(await self.layer.list_buckets())
+            for bucket in buckets:
+                for eset in self.layer.active_sets:
+                    if self.owns(eset):
+                        try:
+                            healed += await self._scan_set(eset, bucket, deep)
+                        except NoSuchBucket:
+                            continue
+            self.last_total = self.pass_scanned
+        finally:
+            self.running = False
+        if healed:
+            log.info("scanner: pass done, %d objects scanned, %d healed", self.pass_scanned, healed)
+        return healed
+
+    async def _scan_set(self, eset: ErasureSet, bucket: str, deep: bool) -> int:
+        healed = 0
+        marker = ""
+        while True:
+            page = await list_objects(
+                eset, bucket, prefix="", delimiter="", start_after=marker, max_keys=PAGE
+            )
+            for key, *_ in page.objects:
+                started = time.monotonic()
+                try:
+                    result = await heal_object(eset, bucket, key, deep=deep)
+                except Exception as exc:  # a drive failed mid-heal: the next pass retries
+                    log.info("scanner: %s/%s: %s", bucket, key, exc)
+                    self.failed += 1
+                else:
+                    self.bytes += result.bytes
+                    if result.state == "healed":
+                        healed += 1
+                        self.healed += 1
+                    elif result.state in ("unreadable", "partial"):
+                        self.failed += 1
+                        log.warning(
+                            "scanner: %s/%s %s: %s", bucket, key, result.state, result.detail
+                        )
+                self.scanned += 1
+                self.pass_scanned += 1
+                if self.rate > 0:
+                    await asyncio.sleep(max(0.0, 1.0 / self.rate - (time.monotonic() - started)))
+            if not page.truncated:
+                return healed
+            marker = page.next_marker
+
+    def status(self) -> dict[str, object]:
+        progress = eta = None
+        if self.running and self.pass_started is not None:
+            elapsed = time.monotonic() - self.pass_started
+            if self.last_total:
+                progress = min(1.0, self.pass_scanned / self.last_total)
+                rate = self.pass_scanned / elapsed if elapsed > 0 else 0
+                left = max(0, self.last_total - self.pass_scanned)
+                eta = left / rate if rate > 0 else None
+        return super().status() | {
+            "running": self.running,
+            "pending": self.pending is not None,
+            "deep": self.pass_deep,
+            "scanned": self.scanned,
+            "pass_scanned": self.pass_scanned,
+            "healed": self.healed,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "progress": progress,
+            "eta_s": eta,
+        }
