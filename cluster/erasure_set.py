@@ -15,8 +15,15 @@ class Timeouts:
 
     meta: float = 10.0  # metadata reads, commits, deletes
     shard: float = 60.0  # one shard read or write call (at most a few MiB)
-    meta_grace: float = 3.0  # once a quorum answered, how long the rest may still take
-    shard_grace: float = 10.0
+    # Once a quorum answered, how long the rest may still take. A drive slower than that
+    # is left behind (a write's missed drive goes to the MRF queue and is healed), so a
+    # frozen peer costs a client this much once, not a drive timeout per request.
+    meta_grace: float = 1.5
+    shard_grace: float = 2.0
+    #: a GET's metadata read from the nearest drives, before it asks every drive
+    meta_hedge: float = 0.5
+    #: a GET's shard read from the chosen drives, before it reads around the slow ones
+    read_hedge: float = 2.5
 
 
 @dataclass(slots=True)

@@ -146,7 +146,9 @@ class Getter:
         calls = [None] * n
         for i in first:
             calls[i] = lambda d=drives[i]: d.read_meta(bucket, key)
-        results, errors = await fan_out(calls, timeout=eset.timeouts.meta)  # type: ignore[arg-type]
+        # a hedge, not the drive timeout: a slow or frozen drive among the nearest r sends
+        # the read to every drive after a second, where quorum decides without it
+        results, errors = await fan_out(calls, timeout=eset.timeouts.meta_hedge)  # type: ignore[arg-type]
         if errors or len(results) < r:
             return None
         metas = [rec.meta for rec in results.values()]
@@ -179,10 +181,16 @@ class Getter:
         return ReadHandle(bucket, key, meta, holders, results, offline, eset)
 
     async def _open_all(self, bucket: str, key: str) -> ReadHandle:
-        drives = self.eset.drives
+        eset = self.eset
+        drives = eset.drives
+        # any n - W + 1 drives include one with the newest acknowledged version: once that
+        # many answered, the rest get the grace period, so one frozen drive costs seconds
+        need = max(eset.read_quorum, len(drives) - eset.write_quorum + 1)
         results, errors = await fan_out(
             [(lambda d=d: d.read_meta(bucket, key)) for d in drives],
-            timeout=self.eset.timeouts.meta,
+            timeout=eset.timeouts.meta,
+            need=need,
+            grace=eset.timeouts.meta_grace,
         )
         meta = resolve(results, errors, self.eset.read_quorum, len(drives))
         holders = [i for i, r in results.items() if r.meta.order == meta.order]
@@ -304,7 +312,9 @@ class Getter:
         start, end = seg.start, seg.end
         wanted = sorted({b for s in run for b in data_blocks_for_range(s, params, start, end)})
         first = self._choose(handle, wanted, bad)
-        blocks = await self._fetch(handle, seg, run, first, bad)
+        # a hedge: a drive that has not answered by then is read around (and left out of
+        # the rest of this GET), the others then get the full shard timeout
+        blocks = await self._fetch(handle, seg, run, first, bad, self.eset.timeouts.read_hedge)
         if all(
             all(meta.dist[p] in blk for p in first) and len(first) == len(wanted) for blk in blocks
         ):
@@ -313,7 +323,7 @@ class Getter:
             return await run_cpu(self._slice, run, blocks, start, end, True)
         # Degraded: read every other holder and decode from any k good blocks per stripe.
         rest = [p for p in handle.holders if p not in first and p not in bad]
-        more = await self._fetch(handle, seg, run, rest, bad)
+        more = await self._fetch(handle, seg, run, rest, bad, self.eset.timeouts.shard)
         for blk, extra in zip(blocks, more, strict=True):
             blk.update(extra)
         for blk in blocks:
@@ -343,6 +353,7 @@ class Getter:
         run: list[StripeSpan],
         positions: list[int],
         bad: set[int],
+        timeout: float,
     ) -> list[dict[int, memoryview]]:
         """Reads the run from each position; returns per stripe {shard index: good block}.
 
@@ -354,7 +365,7 @@ class Getter:
         calls: list[Callable[[], object] | None] = [None] * len(drives)
         for pos in positions:
             calls[pos] = lambda d=drives[pos]: d.read_shard(seg.volume, seg.vid, 1, offset, length)
-        results, errors = await fan_out(calls, timeout=self.eset.timeouts.shard)  # type: ignore[arg-type]
+        results, errors = await fan_out(calls, timeout=timeout)  # type: ignore[arg-type]
         bad.update(errors)
         out: list[dict[int, memoryview]] = [{} for _ in run]
         for pos, raw in results.items():

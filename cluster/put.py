@@ -195,13 +195,21 @@ class Putter:
         try:
             self._require(writers, errors)
             size, md5 = await self._stream(body, meta, writers, errors)
+            # finish waits for durability on each drive: once W have it, a hung drive gets
+            # the grace period and is left behind (the MRF queue heals it), so a frozen
+            # peer costs seconds, not the shard timeout
             done, failed = await fan_out(
                 [(w.finish if i in writers else None) for i, w in self._slots(writers)],
                 timeout=t.shard,
+                need=self.eset.write_quorum,
+                grace=t.shard_grace,
             )
             errors.update(failed)
             for i in failed:
-                writers.pop(i, None)
+                writer = writers.pop(i, None)
+                if writer is not None:  # reset its stream: the drive drops what it staged
+                    with contextlib.suppress(BaseException):
+                        await writer.abort()
             self._require(writers, errors)
             self._check_md5(req, md5.digest())
         except BaseException:

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import lmdb
+import pytest
 from botocore.exceptions import ClientError
 
 from tests.cluster.conftest import client
@@ -108,6 +109,7 @@ def _tombstone_on(drive) -> bool:
         env.close()
 
 
+@pytest.mark.chaos_long  # a minute of it is the dead coordinator's lock lease running out
 def test_coordinator_killed_mid_completion_is_rolled_forward(dev_cluster):
     s3 = [client(ep) for ep in dev_cluster.endpoints]
     s3[0].create_bucket(Bucket="mpc")

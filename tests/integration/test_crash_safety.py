@@ -155,7 +155,8 @@ def test_kill_during_completion(crash_node, held):
     # every drive now holds the new version: the old one's data went, each part's stayed
     assert wait_for(lambda: all(not version_dirs(d, "crash") for d in drives), 10)
     assert all(len(version_dirs(d, "crash+mp")) == 3 for d in drives)
-    assert all(not staged_files(d) for d in drives)
+    # (the MRF queue may be healing the degraded reads of the restart: its staged files go)
+    assert wait_for(lambda: all(not staged_files(d) for d in drives), 10)
 
 
 def _completed_on(drive) -> bool:
