@@ -39,7 +39,12 @@ from shardfleet.node.s3.context import S3Services
 from shardfleet.node.s3.errors import ServiceUnavailable
 from shardfleet.node.s3.router import error_response, make_handler, new_request_id
 from shardfleet.node.s3.server import S3Server
-from shardfleet.node.storage.format import FormatError, open_drives, opened_here
+from shardfleet.node.storage.format import (
+    FormatError,
+    open_drives,
+    opened_here,
+    replacement_for,
+)
 from shardfleet.node.storage.local_drive import LocalDrive
 
 log = logging.getLogger(__name__)
@@ -384,9 +389,37 @@ class Node:
         while not self._stopping.is_set():
             for drive in self.local_drives():
                 with contextlib.suppress(Exception):
-                    await drive.check()
+                    if not await drive.check():
+                        await self._replace_drive(drive)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), DRIVE_PROBE_INTERVAL)
+
+    async def _replace_drive(self, old: LocalDrive) -> None:
+        """An offline drive whose slot now holds an empty directory (a wiped drive, a new
+        disk mounted in its place) is formatted into the slot and put to work at once: it
+        gets the buckets, then the scanner heals every object of its sets onto it."""
+        assert self.layer is not None
+        others = [d for d in self.local_drives() if d is not old]
+        fresh = await asyncio.get_running_loop().run_in_executor(
+            self.io_pool, replacement_for, old, others, self.io_pool
+        )
+        if fresh is None:
+            return
+        for eset in self.layer.sets:
+            drives = list(eset.drives)
+            if old in drives:
+                drives[drives.index(old)] = fresh
+                eset.drives = drives
+        if self.cluster is not None and old.drive_id in self.cluster.served:
+            self.cluster.served[old.drive_id] = fresh
+        log.warning(
+            "drive %s (%s) replaced by an empty one: formatted, healing", fresh.drive_id, fresh.root
+        )
+        with contextlib.suppress(Exception):
+            for bucket, created in (await self.layer.list_buckets()).items():
+                with contextlib.suppress(Exception):
+                    await fresh.make_bucket(bucket, created)
+        self.scanner.start()
 
     async def _refresh_pool_free(self) -> None:
         """Free space per pool, for placing new objects (the emptiest pool takes them)."""

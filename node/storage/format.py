@@ -238,3 +238,24 @@ def open_assigned(expected: dict[Path, DriveFormat], io_pool: Executor) -> dict[
         drive.reconcile_startup()
         opened[path] = drive
     return opened
+
+
+def replacement_for(
+    drive: LocalDrive, others: list[LocalDrive], io_pool: Executor
+) -> LocalDrive | None:
+    """While the node runs: a new, empty drive in the slot of `drive`, which went offline
+    (wiped, or a fresh disk mounted where it was), formatted into that slot with the same
+    identity and opened; None while the slot is not an empty directory, or it fails the
+    mount-point guard of start-up (an empty directory that is not a mount point, beside
+    drives that are, is most likely a disk that failed to mount)."""
+    path = drive.root
+    try:
+        if not _is_empty_dir(path) or not _may_adopt(path, [d.root for d in others]):
+            return None
+        atomic_write(path, FORMAT_FILE, [drive.format.to_json().encode()])
+        fresh = LocalDrive(path, drive.format, io_pool)
+        fresh.reconcile_startup()
+    except OSError:
+        return None
+    drive.close()
+    return fresh

@@ -107,3 +107,24 @@ def test_mrf_heals_a_write_that_missed_a_drive(node):
     assert st["nodes"][0]["mrf"]["healed"] == 1, st
     only_drives(node, [1, 4])
     assert s3.get_object(Bucket="heal", Key="missed")["Body"].read() == value
+
+
+def test_a_wiped_drive_is_formatted_and_healed_while_the_node_runs(node):
+    s3 = node.client()
+    s3.create_bucket(Bucket="heal")
+    s3.create_bucket(Bucket="other")
+    data = objects(s3)
+    drive = node.drive_path(2)
+    shutil.rmtree(drive)
+    drive.mkdir()  # a new, empty disk in the slot
+    deadline = time.monotonic() + 30
+    while not (drive / "format.json").exists():
+        assert time.monotonic() < deadline, "the empty drive was not formatted into its slot"
+        time.sleep(0.2)
+    st = wait_done(node, 60)
+    assert st["nodes"][0]["scanner"]["healed"] >= len(data), st
+    assert sorted(p.name for p in (drive / "data").iterdir()) == ["heal"]  # shards are back
+    only_drives(node, [2, 4])
+    for key, value in data.items():
+        assert s3.get_object(Bucket="heal", Key=key)["Body"].read() == value, key
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"heal", "other"}
