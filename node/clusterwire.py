@@ -144,9 +144,20 @@ class ClusterRuntime:
     io_pool: Executor
     on_new_sets: list = field(default_factory=list)  # callbacks(list[ErasureSet])
     served: dict[str, Drive] = field(default_factory=dict)
+    #: drive id -> online, as each peer reports its own drives with every heartbeat answer
+    remote_online: dict[str, bool] = field(default_factory=dict)
     observe_rpc: Callable[[str, float], None] | None = None
     _handlers_registered: bool = False
     _fetching: bool = False
+
+    def _drive_alive(self, drive_id: str) -> Callable[[str], bool]:
+        """A remote drive is online while its node is alive and the node says the drive is
+        (its own probe took it offline, a wiped or unmounted disk)."""
+
+        def alive(node: str) -> bool:
+            return self.view.is_alive(node) and self.remote_online.get(drive_id, True)
+
+        return alive
 
     def has_majority(self) -> bool:
         return self.view.has_majority(time.monotonic())
@@ -191,7 +202,7 @@ class ClusterRuntime:
                             peer,
                             fmt.drive_id,
                             slot.drive,
-                            is_alive=self.view.is_alive,
+                            is_alive=self._drive_alive(fmt.drive_id),
                             observe=self.observe_rpc,
                         )
                     )
@@ -273,7 +284,12 @@ class ClusterRuntime:
 
     def register_handlers(self) -> None:
         self._register_drives()
-        handlers = membership_handlers(self.config.node, self.view, lambda: self.topology.version)
+        handlers = membership_handlers(
+            self.config.node,
+            self.view,
+            lambda: self.topology.version,
+            lambda: {d: drive.online for d, drive in self.served.items()},
+        )
         # a pushed topology whose pools cannot be formatted here is refused like a bad one
         handlers |= topology_handlers(
             lambda: self.topology, self.apply_async, rejected=(FormatError,)
@@ -282,7 +298,10 @@ class ClusterRuntime:
             self.endpoint.register(method, handler)
 
     async def send_ping(self, peer: str, timeout: float) -> None:
-        version = await ping(self.endpoint, self.peers[peer], self.config.node, timeout=timeout)
+        version, drives = await ping(
+            self.endpoint, self.peers[peer], self.config.node, timeout=timeout
+        )
+        self.remote_online.update(drives)
         if version > self.topology.version:
             asyncio.ensure_future(self._catch_up(peer))
 

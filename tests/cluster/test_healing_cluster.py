@@ -69,3 +69,34 @@ def test_a_node_that_was_down_catches_up(dev_cluster):
     for key, value in written.items():
         got = eventually(lambda k=key: s3[2].get_object(Bucket="catchup", Key=k)["Body"].read())
         assert got == value, key
+
+
+def admin_status(endpoint: str) -> dict:
+    env = dict(
+        os.environ, SHARDFLEET_ACCESS_KEY=DEV_ACCESS_KEY, SHARDFLEET_SECRET_KEY=DEV_SECRET_KEY
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "shardfleet.node.main", "admin", "status", "--json",
+         "--endpoint", endpoint],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_every_node_sees_a_peers_failed_drive(dev_cluster):
+    drive = dev_cluster.spec.data / "node2" / "drive1"
+    (drive / "format.json").rename(drive / "format.json.away")  # node 2 takes it offline
+
+    def seen_offline_everywhere() -> None:
+        for endpoint in dev_cluster.endpoints:
+            rows = [
+                d
+                for pool in admin_status(endpoint)["pools"]
+                for s in pool["sets"]
+                for d in s["drives"]
+                if d["endpoint"].endswith(str(drive))
+            ]
+            assert rows and not any(d["online"] for d in rows), (endpoint, rows)
+
+    eventually(seen_offline_everywhere, timeout=20)
