@@ -53,26 +53,37 @@ class Scanner(Worker):
         self.rate = rate
         self.owns = owns
         self.running = False
-        self.pending: tuple[str | None, bool] | None = None  # a pass asked for: bucket, deep
+        #: a pass asked for: bucket, deep, and the sets to scan whoever owns them (None: the
+        #: sets this node owns)
+        self.pending: tuple[str | None, bool, list[ErasureSet] | None] | None = None
         self.scanned = self.healed = self.failed = self.bytes = 0
         self.pass_scanned = 0
         self.last_total = 0  # objects the previous pass saw (for progress and ETA)
         self.pass_started: float | None = None
         self.pass_deep = False
 
-    def start(self, bucket: str | None = None, *, deep: bool = False) -> None:
-        """Asks for a pass now (the admin API's `heal start`)."""
-        self.pending = (bucket, deep)
+    def start(
+        self,
+        bucket: str | None = None,
+        *,
+        deep: bool = False,
+        sets: list[ErasureSet] | None = None,
+    ) -> None:
+        """Asks for a pass now: the admin API's `heal start`, or a drive just replaced on
+        this node (`sets`: its sets, scanned here whichever node owns them)."""
+        self.pending = (bucket, deep, sets)
         self.wake()
 
     async def run_once(self) -> int:
-        bucket, deep = self.pending or (None, False)
+        bucket, deep, sets = self.pending or (None, False, None)
         self.pending = None
         if not deep and self.deep_every > 0:
             deep = (self.passes + 1) % self.deep_every == 0
-        return await self.scan(bucket, deep=deep)
+        return await self.scan(bucket, deep=deep, sets=sets)
 
-    async def scan(self, only: str | None = None, *, deep: bool = False) -> int:
+    async def scan(
+        self, only: str | None = None, *, deep: bool = False, sets: list[ErasureSet] | None = None
+    ) -> int:
         """One pass; returns the objects healed."""
         self.running, self.pass_deep = True, deep
         self.pass_started, self.pass_scanned = time.monotonic(), 0
@@ -80,8 +91,8 @@ class Scanner(Worker):
         try:
             buckets = [only] if only else sorted(await self.layer.list_buckets())
             for bucket in buckets:
-                for eset in self.layer.active_sets:
-                    if self.owns(eset):
+                for eset in sets if sets is not None else self.layer.active_sets:
+                    if sets is not None or self.owns(eset):
                         try:
                             healed += await self._scan_set(eset, bucket, deep)
                         except NoSuchBucket:

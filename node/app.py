@@ -419,7 +419,8 @@ class Node:
             for bucket, created in (await self.layer.list_buckets()).items():
                 with contextlib.suppress(Exception):
                     await fresh.make_bucket(bucket, created)
-        self.scanner.start()
+        # its sets are scanned here, whichever node owns them: nobody else knows it is new
+        self.scanner.start(sets=[s for s in self.layer.sets if fresh in s.drives])
 
     async def _refresh_pool_free(self) -> None:
         """Free space per pool, for placing new objects (the emptiest pool takes them)."""

@@ -14,6 +14,8 @@ Suites (``--suite a,b``; default all, in this order), each bounded in time:
   startup     spawn of a standalone node until /health/ready answers 200 (issue 5)
   overhead    access log + metrics cost on 4 KiB request throughput, on/off alternating
   priority    tests/bench/bench_priority.py: client PUT latency beside paced background calls
+  heal        the default dev cluster, 1 GiB in 16 MiB objects, one drive of node 2 wiped: heal
+              MiB/s and time to done, 1 MiB PUT/GET during healing vs. idle (>= 70%)
 
 Data always lives in temp dirs on the real disk (on tmpfs fsync is free and the numbers would
 flatter us); every process a suite starts is stopped and its data deleted, whatever happens.
@@ -47,6 +49,7 @@ from types import FrameType
 
 import suite_cluster
 import suite_costs
+import suite_heal
 import suite_overhead
 import suite_priority
 import suite_standalone
@@ -63,6 +66,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], SuiteResult]] = {
     "startup": suite_startup.run,
     "overhead": suite_overhead.run,
     "priority": suite_priority.run,
+    "heal": suite_heal.run,
 }
 
 

@@ -189,7 +189,21 @@ class Chaos:
                 self.report.faults[kind] += 1
                 self.last_fault = time.monotonic()
             except FileNotFoundError:
-                pass  # nothing of that kind there yet
+                continue  # nothing of that kind there yet
+            if kind in ("flip", "unlink", "wipe"):
+                # damage stays within the tolerance: the next damaging fault comes once
+                # this one is healed (as an operator replaces one disk at a time)
+                self._heal_now(deep=kind == "flip")
+
+    def _heal_now(self, *, deep: bool) -> None:
+        endpoint = next(iter(self.endpoints()), None)
+        if endpoint is None:
+            return
+        try:
+            admin(endpoint, "heal", "start", *(["--deep"] if deep else []))
+            self._wait_healed(endpoint, 120)
+        except (RuntimeError, TimeoutError) as exc:
+            self.report.errors[f"heal:{type(exc).__name__}"] += 1
 
     def _kill(self, rng: random.Random, node: int) -> None:
         with self.lock:

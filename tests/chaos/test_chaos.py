@@ -45,16 +45,18 @@ def check(report) -> None:
     assert report.keys_verified > 0
 
 
+@pytest.mark.timeout(600)
 def test_chaos_short(cluster):
-    seed = int(os.environ.get("CHAOS_SEED", int.from_bytes(os.urandom(4), "big")))
+    seed = int(os.environ.get("CHAOS_SEED", 1))  # fixed unless asked: the same faults each run
     report = Chaos(cluster, seed).run(seconds=30, fault_every=2.5)
     check(report)
     assert sum(report.faults.values()) >= 8
 
 
 @pytest.mark.chaos_long
+@pytest.mark.timeout(float(os.environ.get("CHAOS_SECONDS", 1200)) + 1800)
 def test_chaos_long(cluster):
     seed = int(os.environ.get("CHAOS_SEED", int.from_bytes(os.urandom(4), "big")))
     seconds = float(os.environ.get("CHAOS_SECONDS", 1200))
-    report = Chaos(cluster, seed).run(seconds=seconds, fault_every=2.5)
+    report = Chaos(cluster, seed).run(seconds=seconds, fault_every=2.0)
     check(report)
