@@ -133,6 +133,8 @@ class MRF(Worker):
     def _save(self) -> None:
         if self.path is None or not self._dirty:
             return
+        if not (self.path.parent / "format.json").exists():
+            return  # its drive was wiped: a file there would keep the slot from being reused
         rows = [
             [e.bucket, e.key, e.vid, e.positions, e.added, e.attempts]
             for e in self.entries.values()

@@ -11,6 +11,7 @@ whose format disagrees with the others stops the node with a clear message.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -25,6 +26,8 @@ from shardfleet.node.storage.fsutil import atomic_write
 from shardfleet.node.storage.local_drive import LocalDrive
 
 FORMAT_FILE = "format.json"
+#: what a running node may leave in a wiped drive's directory before it notices the wipe
+LEFTOVERS = frozenset({"data", "tmp", "mrf.msgpack", "mrf.tmp"})
 T = TypeVar("T")
 
 
@@ -250,8 +253,19 @@ def replacement_for(
     drives that are, is most likely a disk that failed to mount)."""
     path = drive.root
     try:
-        if not _is_empty_dir(path) or not _may_adopt(path, [d.root for d in others]):
+        if not path.is_dir() or (path / FORMAT_FILE).exists():
             return None
+        # what the node itself may have put there since the wipe (a write in flight making
+        # data/ again, the MRF queue's file) is not someone else's disk: cleared first
+        left = {p.name for p in path.iterdir()}
+        if not left <= LEFTOVERS or not _may_adopt(path, [d.root for d in others]):
+            return None
+        for name in left:
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
         atomic_write(path, FORMAT_FILE, [drive.format.to_json().encode()])
         fresh = LocalDrive(path, drive.format, io_pool)
         fresh.reconcile_startup()

@@ -126,7 +126,8 @@ class Chaos:
             try:
                 self._one(s3, rng, op, key, keys)
             except (ClientError, BotoCoreError, OSError) as exc:
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+                response = getattr(exc, "response", None) or {}
+                code = response.get("Error", {}).get("Code", type(exc).__name__)
                 self.report.errors[f"{op}:{code}"] += 1
 
     def _one(self, s3, rng: random.Random, op: str, key: str, keys: list[str]) -> None:

@@ -128,3 +128,22 @@ def test_a_wiped_drive_is_formatted_and_healed_while_the_node_runs(node):
     for key, value in data.items():
         assert s3.get_object(Bucket="heal", Key=key)["Body"].read() == value, key
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"heal", "other"}
+
+
+def test_a_wiped_drive_with_leftovers_of_writes_in_flight_is_still_adopted(node):
+    s3 = node.client()
+    s3.create_bucket(Bucket="heal")
+    data = objects(s3)
+    drive = node.drive_path(1)  # the first drive: where the MRF queue keeps its file
+    shutil.rmtree(drive)
+    drive.mkdir()
+    (drive / "data" / "heal").mkdir(parents=True)  # as a write in flight would leave it
+    (drive / "mrf.msgpack").write_bytes(b"\x90")
+    deadline = time.monotonic() + 30
+    while not (drive / "format.json").exists():
+        assert time.monotonic() < deadline, "the wiped drive was not formatted into its slot"
+        time.sleep(0.2)
+    wait_done(node, 60)
+    only_drives(node, [1, 3])
+    for key, value in data.items():
+        assert s3.get_object(Bucket="heal", Key=key)["Body"].read() == value, key
