@@ -50,7 +50,7 @@ def test_chaos_short(cluster):
     seed = int(os.environ.get("CHAOS_SEED", 1))  # fixed unless asked: the same faults each run
     report = Chaos(cluster, seed).run(seconds=30, fault_every=2.5)
     check(report)
-    assert sum(report.faults.values()) >= 8
+    assert sum(report.faults.values()) >= 4  # each damaging fault is healed before the next
 
 
 @pytest.mark.chaos_long

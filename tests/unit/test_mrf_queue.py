@@ -21,6 +21,7 @@ def test_one_entry_per_key_bounded_and_counted(tmp_path):
 
 
 def test_the_queue_survives_a_restart(tmp_path):
+    (tmp_path / "format.json").write_text("{}")  # the queue is kept on a formatted drive
     path = tmp_path / "mrf.msgpack"
     mrf = MRF(None, path=path)  # type: ignore[arg-type]
     for i in range(5):
@@ -32,3 +33,10 @@ def test_the_queue_survives_a_restart(tmp_path):
     ]
     path.write_bytes(b"\xc1 not msgpack")  # a torn file: start empty, do not fail
     assert len(MRF(None, path=path)) == 0  # type: ignore[arg-type]
+
+
+def test_the_queue_is_not_saved_into_a_wiped_drive(tmp_path):
+    mrf = MRF(None, path=tmp_path / "mrf.msgpack")  # type: ignore[arg-type]
+    mrf.add("bucket", "key", "0" * 32, [1])
+    mrf._save()  # no format.json here: a file would keep the slot from being reused
+    assert list(tmp_path.iterdir()) == []
