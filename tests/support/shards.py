@@ -33,8 +33,15 @@ def remove_drive(drive: Path) -> None:
 
 
 def staged_files(drive: Path) -> list[Path]:
+    """Files and directories under the drive's tmp/ (a node removing some as we walk is
+    retried: the walk itself must not fail on a directory that just went)."""
     tmp = drive / "tmp"
-    return list(tmp.rglob("*")) if tmp.exists() else []
+    for _ in range(50):
+        try:
+            return list(tmp.rglob("*")) if tmp.exists() else []
+        except FileNotFoundError:
+            continue
+    return list(tmp.rglob("*"))
 
 
 @contextlib.contextmanager
