@@ -328,14 +328,16 @@ class RemoteDrive:
         if not self.online:
             raise DriveOffline(f"node {self.peer.node_id} is offline")
 
-    async def _call(self, rpc: Rpc, header: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    async def _call(
+        self, rpc: Rpc, header: dict[str, Any], body: bytes | None = None
+    ) -> tuple[dict[str, Any], Any]:
         """The reply's checked header, and the reply (for a body)."""
         self._check_online()
         header["d"] = self.drive_id
         started = time.perf_counter()
         try:
             reply = await self._rpc.call(
-                self.peer, rpc.method, header, None, timeout=self._timeout,
+                self.peer, rpc.method, header, body, timeout=self._timeout,
                 background=self._background,
             )  # fmt: skip
         except TransportError as exc:
@@ -458,27 +460,8 @@ class RemoteDrive:
         tombstone: ObjectMeta,
         tomb_inline: bytes,
     ) -> None:
-        self._check_online()
-        header = {
-            "d": self.drive_id, "b": bucket, "k": key, "u": uid, "m": meta.pack(),
-            "t": tombstone.pack(),
-        }  # fmt: skip
-        body = msgpack.packb([table, tomb_inline])
-        started = time.perf_counter()
-        try:
-            reply = await self._rpc.call(
-                self.peer, COMPLETE_UPLOAD.method, header, body, timeout=self._timeout,
-                background=self._background,
-            )  # fmt: skip
-        except TransportError as exc:
-            raise _drive_error(exc) from exc
-        finally:
-            if self._observe is not None:
-                self._observe(COMPLETE_UPLOAD.method, time.perf_counter() - started)
-        try:
-            COMPLETE_UPLOAD.reply.check(reply.header)
-        except SchemaError as exc:
-            raise _malformed(self.peer, exc) from None
+        header = {"b": bucket, "k": key, "u": uid, "m": meta.pack(), "t": tombstone.pack()}
+        await self._call(COMPLETE_UPLOAD, header, msgpack.packb([table, tomb_inline]))
 
     async def lock(self, resource: str, owner: str, ttl: float) -> bool:
         h, _ = await self._call(LOCK, {"r": resource, "o": owner, "t": ttl})

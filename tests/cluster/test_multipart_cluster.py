@@ -11,12 +11,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import lmdb
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.cluster.conftest import client
-from tests.support.shards import index_writes_held
+from tests.support.shards import index_writes_held, upload_completed_on
 
 MiB = 1 << 20
 
@@ -92,23 +91,6 @@ def test_parts_through_every_node_and_a_node_lost_mid_upload(dev_cluster):
     assert eventually(lambda: s3[3].get_object(Bucket="mpc", Key="k2")["Body"].read()) == data
 
 
-def _tombstone_on(drive) -> bool:
-    env = lmdb.open(str(drive / "index.lmdb"), max_dbs=8, readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            objects = env.open_db(b"objects", txn=txn, create=False)
-            prefix = b"mpc+mp\x00u"
-            with txn.cursor(db=objects) as cur:
-                found = cur.set_range(prefix)
-                while found and cur.key().startswith(prefix):
-                    if b"completed" in cur.value():
-                        return True
-                    found = cur.next()
-        return False
-    finally:
-        env.close()
-
-
 @pytest.mark.chaos_long  # a minute of it is the dead coordinator's lock lease running out
 def test_coordinator_killed_mid_completion_is_rolled_forward(dev_cluster):
     s3 = [client(ep) for ep in dev_cluster.endpoints]
@@ -143,7 +125,7 @@ def test_coordinator_killed_mid_completion_is_rolled_forward(dev_cluster):
         thread.start()
         # node 1 coordinates; drives of nodes 1 and 2 commit, those of 3 and 4 wait here
         deadline = time.monotonic() + 30
-        while not any(_tombstone_on(d) for d in free):
+        while not any(upload_completed_on(d, "mpc") for d in free):
             assert time.monotonic() < deadline, "no drive completed the upload"
             time.sleep(0.05)
         dev_cluster.kill_node(1)

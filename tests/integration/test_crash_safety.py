@@ -12,7 +12,12 @@ import time
 
 import pytest
 
-from tests.support.shards import index_writes_held, staged_files, version_dirs
+from tests.support.shards import (
+    index_writes_held,
+    staged_files,
+    upload_completed_on,
+    version_dirs,
+)
 
 OLD_SIZE = (5 << 20) + 11
 NEW_SIZE = (24 << 20) + 7
@@ -136,7 +141,7 @@ def test_kill_during_completion(crash_node, held):
         free = node.drive_path(node.drives)
         # the completion has committed on a drive that was free: its upload record became
         # a tombstone (the part rows left the "+mp" volume's index with it)
-        assert wait_for(lambda: _completed_on(free), 30)
+        assert wait_for(lambda: upload_completed_on(free, "crash"), 30)
         node.kill()
     thread.join(30)
     node.start()
@@ -157,25 +162,6 @@ def test_kill_during_completion(crash_node, held):
     assert all(len(version_dirs(d, "crash+mp")) == 3 for d in drives)
     # (the MRF queue may be healing the degraded reads of the restart: its staged files go)
     assert wait_for(lambda: all(not staged_files(d) for d in drives), 10)
-
-
-def _completed_on(drive) -> bool:
-    import lmdb
-
-    env = lmdb.open(str(drive / "index.lmdb"), max_dbs=8, readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            objects = env.open_db(b"objects", txn=txn, create=False)
-            prefix = b"crash+mp\x00u"
-            with txn.cursor(db=objects) as cur:
-                found = cur.set_range(prefix)
-                while found and cur.key().startswith(prefix):
-                    if b"completed" in cur.value():
-                        return True
-                    found = cur.next()
-        return False
-    finally:
-        env.close()
 
 
 def _quietly(fn):

@@ -60,3 +60,22 @@ def index_writes_held(drive: Path) -> Iterator[None]:
             txn.abort()
     finally:
         env.close()
+
+
+def upload_completed_on(drive: Path, bucket: str) -> bool:
+    """Whether the drive's index holds a completed upload's tombstone in the bucket's
+    "+mp" volume (read from the test process, without the node's help)."""
+    env = lmdb.open(str(drive / "index.lmdb"), max_dbs=8, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            objects = env.open_db(b"objects", txn=txn, create=False)
+            prefix = f"{bucket}+mp".encode() + b"\x00u"
+            with txn.cursor(db=objects) as cur:
+                found = cur.set_range(prefix)
+                while found and cur.key().startswith(prefix):
+                    if b"completed" in cur.value():
+                        return True
+                    found = cur.next()
+        return False
+    finally:
+        env.close()
