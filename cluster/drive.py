@@ -12,6 +12,8 @@ the object layer treats any of them as "this drive did not answer" and lets quor
     ├── VolumeExists      make_bucket of an existing bucket
     ├── VolumeNotEmpty    delete_bucket of a bucket that still holds objects
     ├── FileNotFound      no metadata for that key (or not that version)
+    │   └── NotYetHealed  ... on a drive formatted empty and not fully healed since: no
+    │                     evidence that the key is absent (read_meta), nor listing rows
     ├── ShardNotFound     metadata present but the shard data is missing
     └── StaleVersion      commit of a version older than the key's current one (refused)
 
@@ -63,6 +65,13 @@ class VolumeNotEmpty(DriveError):
 
 class FileNotFound(DriveError):
     pass
+
+
+class NotYetHealed(FileNotFound):
+    """The drive was formatted empty into its slot (a replaced or wiped disk) and has not
+    been fully healed since. It answers what it already holds, but its "no such key" and
+    its listing rows prove nothing: the key may be one the healer has not reached yet.
+    Quorum decisions about absence leave it out (cluster/get.resolve, cluster/listing)."""
 
 
 class ShardNotFound(DriveError):
@@ -226,8 +235,22 @@ class Drive(Protocol):
         """Up to `length` bytes of a shard file at `offset` (a read-only view may alias a
         buffer the drive will not touch again)."""
 
-    async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
-        """Removes the key (only if its current version is `vid`, when given)."""
+    async def delete(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        vid: str | None = None,
+        tombstone: ObjectMeta | None = None,
+    ) -> None:
+        """With a `tombstone` (ObjectMeta.tombstone, a DELETE): the key's record becomes the
+        tombstone (made if there was none) and its version's data goes, unless the record
+        is newer than the tombstone (StaleVersion: a later write wins) or is that tombstone
+        already (a retry). `vid` is then ignored: the tombstone's stamp says what it deletes.
+
+        Without one: the record is removed outright, a tombstone too (an undone PUT, a
+        collected tombstone); FileNotFound if there is none, or, with `vid`, if the
+        record's version is not `vid`."""
 
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int

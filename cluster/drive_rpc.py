@@ -87,6 +87,7 @@ _ERRORS: dict[str, type[DriveError]] = {
         drv.VolumeExists,
         drv.VolumeNotEmpty,
         drv.FileNotFound,
+        drv.NotYetHealed,
         drv.ShardNotFound,
         drv.StaleVersion,
     )
@@ -146,8 +147,15 @@ META_RECORD_PARTS = tuple_of(
     blob(16, least=16),  # parts_digest
     what="a packed multipart ObjectMeta record",
 )
+META_RECORD_DELETED = tuple_of(
+    integer(3, 3),  # a tombstone (meta._VERSION_DELETED)
+    VID,
+    STAMP,
+    what="a packed tombstone record",
+)
 _check_record = META_RECORD.ok
 _check_parts = META_RECORD_PARTS.ok
+_check_deleted = META_RECORD_DELETED.ok
 
 
 def unpack_meta(packed: bytes) -> ObjectMeta:
@@ -157,21 +165,35 @@ def unpack_meta(packed: bytes) -> ObjectMeta:
         fields = msgpack.unpackb(packed)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ValueError(f"not a msgpack value ({type(exc).__name__})") from None
+    if _check_deleted(fields):
+        return ObjectMeta.tombstone(fields[1], fields[2])
     if not _check_record(fields) and not _check_parts(fields):
         if isinstance(fields, list) and fields and fields[0] == 2:
             raise ValueError(META_RECORD_PARTS.explain(fields))
+        if isinstance(fields, list) and fields and fields[0] == 3:
+            raise ValueError(META_RECORD_DELETED.explain(fields))
         raise ValueError(META_RECORD.explain(fields))
     return ObjectMeta(*fields[1:])
 
 
 PACKED_META = parsed(blob(MAX_PACKED), unpack_meta, "a packed ObjectMeta record")
+
+
+def unpack_tombstone(packed: bytes) -> ObjectMeta:
+    meta = unpack_meta(packed)
+    if not meta.deleted:
+        raise ValueError("a record, not a tombstone")
+    return meta
+
+
+TOMBSTONE = parsed(blob(MAX_PACKED), unpack_tombstone, "a packed tombstone record")
 # a scan row's metadata is compared packed and decoded only for the winning copy (listing),
 # so the row check stops at "bytes of a record": a 13-item array then version 1, or a
-# 15-item array then version 2 (a multipart object)
+# 15-item array then version 2 (a multipart object), or a 3-item one then 3 (a tombstone)
 PACKED_ROW_META = Field(
     "a packed ObjectMeta record",
     src="type({v}) is bytes and {v}[:2] in {p}",
-    consts={"p": (b"\x9d\x01", b"\x9f\x02")},
+    consts={"p": (b"\x9d\x01", b"\x9f\x02", b"\x93\x03")},
 )
 MAX_TABLE = 1 << 20  # bytes of a packed part table (10,000 parts with SHA-256: ~0.75 MB)
 
@@ -200,7 +222,11 @@ READ_SHARD = Rpc(
     {},
     body="reply: up to n bytes of the shard from offset o",
 )
-DELETE = Rpc("drive.delete", {"b": BUCKET, "k": KEY, "v": optional(VID)}, {})
+DELETE = Rpc(
+    "drive.delete",
+    {"b": BUCKET, "k": KEY, "v": optional(VID), "t": optional(TOMBSTONE)},
+    {},
+)
 _SCAN_ASK = {"b": BUCKET, "p": LISTING_ARG, "s": LISTING_ARG, "l": integer(0, MAX_SCAN_ASK)}
 SCAN = Rpc(
     "drive.scan",
@@ -421,8 +447,16 @@ class RemoteDrive:
         except TransportError as exc:
             raise _drive_error(exc) from exc
 
-    async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
-        await self._call(DELETE, {"b": bucket, "k": key, "v": vid})
+    async def delete(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        vid: str | None = None,
+        tombstone: ObjectMeta | None = None,
+    ) -> None:
+        packed = tombstone.pack() if tombstone is not None else None
+        await self._call(DELETE, {"b": bucket, "k": key, "v": vid, "t": packed})
 
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int
@@ -554,7 +588,7 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         return Response({}, data)
 
     async def delete(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        await d.delete(h["b"], h["k"], vid=h["v"])
+        await d.delete(h["b"], h["k"], vid=h["v"], tombstone=h["t"])
         return Response({})
 
     async def scan(d: Drive, h: dict[str, Any], req: Request) -> Response:

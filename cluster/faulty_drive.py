@@ -354,8 +354,15 @@ class FaultyDrive:
     ) -> bytes | memoryview:
         return self._damage(await self._call("read_shard", bucket, vid, part, offset, length))
 
-    async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
-        await self._call("delete", bucket, key, vid=vid)
+    async def delete(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        vid: str | None = None,
+        tombstone: ObjectMeta | None = None,
+    ) -> None:
+        await self._call("delete", bucket, key, vid=vid, tombstone=tombstone)
 
     async def scan(
         self, bucket: str, prefix: str, start_after: str, limit: int

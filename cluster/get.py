@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from shardfleet.cluster.cpu import run_cpu
-from shardfleet.cluster.drive import FileNotFound, MetaRecord, VolumeNotFound
+from shardfleet.cluster.drive import FileNotFound, MetaRecord, NotYetHealed, VolumeNotFound
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.errors import NoSuchBucket, NoSuchKey, ReadQuorumLost
 from shardfleet.cluster.meta import ObjectMeta, pick_agreed
@@ -94,17 +94,27 @@ class _Segment:
 
 
 def resolve(
-    results: dict[int, MetaRecord], errors: dict[int, BaseException], k: int, n: int
+    results: dict[int, MetaRecord], errors: dict[int, BaseException], k: int, n: int, w: int
 ) -> ObjectMeta:
-    """The version to serve, or the right error when there is none."""
+    """The version to serve, or the right error when there is none.
+
+    NoSuchKey only on evidence: the newest record is a tombstone, or at least n - W + 1
+    drives that answered (and were not formatted empty since, NotYetHealed) have no record
+    of the key, which no acknowledged write (on W drives) leaves. Anything short of that,
+    a record some drive still holds that too few agree on, or too few answers, is
+    ReadQuorumLost (503): the key may exist, and a 404 would tell a client it does not."""
     meta = pick_agreed([r.meta for r in results.values()], k)
     if meta is not None:
+        if meta.deleted:
+            raise NoSuchKey()
         return meta
-    not_found = sum(isinstance(e, FileNotFound) for e in errors.values())
     no_bucket = sum(isinstance(e, VolumeNotFound) for e in errors.values())
     if no_bucket >= k:
         raise NoSuchBucket()
-    if not_found + no_bucket >= k or (not_found and not_found + no_bucket + len(results) == n):
+    absent = sum(
+        isinstance(e, FileNotFound) and not isinstance(e, NotYetHealed) for e in errors.values()
+    )
+    if absent + no_bucket >= n - w + 1:
         raise NoSuchKey()
     raise ReadQuorumLost("read metadata", k, len(results), n, errors)
 
@@ -155,6 +165,8 @@ class Getter:
         meta = metas[0]
         if any(m.order != meta.order for m in metas):
             return None
+        if meta.deleted:  # n - W + 1 drives hold the same tombstone: nothing newer was written
+            raise NoSuchKey()
         if meta.inline:
             span_len = -(-meta.size // meta.k) if meta.size else 0
             for rec in results.values():
@@ -192,7 +204,7 @@ class Getter:
             need=need,
             grace=eset.timeouts.meta_grace,
         )
-        meta = resolve(results, errors, self.eset.read_quorum, len(drives))
+        meta = resolve(results, errors, eset.read_quorum, len(drives), eset.write_quorum)
         holders = [i for i, r in results.items() if r.meta.order == meta.order]
         missing = [i for i in range(len(drives)) if i not in holders]
         return ReadHandle(bucket, key, meta, sorted(holders), results, missing, self.eset)

@@ -2,8 +2,15 @@
 
 Every drive returns up to `batch` keys after the marker. Keys are merged only up to the
 horizon, the smallest last key among drives that filled their batch (past it, a drive may
-hold keys not yet seen). A key is listed when k drives agree on one version, so a write
-that failed to reach quorum, or a delete that some drive missed, never shows. Keys under
+hold keys not yet seen). A key is listed when k drives agree on one version (and no newer
+tombstone, cluster/meta.pick_agreed, says it was deleted), so a write that failed to reach
+quorum, or a delete that some drive missed, never shows.
+
+Never a short listing: a key some drive holds but too few agree on is left out only when
+at least n - W + 1 answering drives lack it (no acknowledged write leaves that), and a
+listing needs that many answers at all; anything less is ReadQuorumLost (503), not a 200
+that silently misses keys. A drive formatted empty and not yet healed does not answer
+(NotYetHealed): its missing rows prove nothing. Keys under
 a common prefix are skipped in place, and a fresh scan starts past the prefix when the
 batch runs out inside it, so one huge "directory" costs one scan, not one per key.
 """
@@ -17,7 +24,7 @@ from typing import Any
 from shardfleet.cluster.drive import VolumeNotFound, scan_digest
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.errors import NoSuchBucket, ReadQuorumLost
-from shardfleet.cluster.meta import ObjectMeta, pick_agreed_packed, summary
+from shardfleet.cluster.meta import ObjectMeta, is_deleted_packed, pick_agreed_packed, summary
 from shardfleet.cluster.quorum import fan_out
 
 MAX_BATCH = 1001  # one page of 1,000 keys and the one that says whether more follow
@@ -43,7 +50,11 @@ async def list_objects(
     start_after: str,
     max_keys: int,
     metas: bool = False,
+    every: bool = False,
 ) -> ListPage:
+    """One page of the set's keys. With `every` (the scanner), every key any drive holds a
+    record of, deleted or undecided too (as (key, 0, "", 0) unless agreed), so that
+    tombstones and stray versions get healed or collected."""
     page = ListPage()
     if max_keys <= 0:
         return page
@@ -52,13 +63,14 @@ async def list_objects(
     marker = start_after
     current_cp = ""
     drives = eset.drives
-    # Any n - (W - k) drives hold at least k copies of every acknowledged version, and
-    # fewer than k of anything deleted (W > m): scan only those, local ones first.
+    # Any n - (W - k) drives hold at least k copies of every acknowledged version: scan
+    # only those, local ones first (a tombstone counts from one copy, cluster/meta.py).
     enough = len(drives) - (eset.write_quorum - k)
     order = sorted(
         (i for i, d in enumerate(drives) if d.online), key=lambda i: not drives[i].is_local
     )
     chosen = set(order[:enough]) if len(order) >= enough else set(range(len(drives)))
+    evidence = len(drives) - eset.write_quorum + 1  # answers that can prove a key absent
     while True:
         results, errors = await _scans(eset, chosen, order, bucket, prefix, marker, batch)
         if len(results) < min(enough, len(drives)) and len(chosen) < len(drives):
@@ -66,11 +78,11 @@ async def list_objects(
             continue
         if sum(isinstance(e, VolumeNotFound) for e in errors.values()) >= k:
             raise NoSuchBucket()
-        if len(results) < k:
-            raise ReadQuorumLost("list", k, len(results), len(eset.drives), errors)
+        if len(results) < evidence:
+            raise ReadQuorumLost("list", evidence, len(results), len(eset.drives), errors)
         full = [rows[-1][0] for rows in results.values() if len(rows) >= batch]
         horizon = min(full) if full else None
-        agreed = _agreed(list(results.values()), horizon, k)
+        agreed = _agreed(list(results.values()), horizon, k, evidence, every)
         if not delimiter:  # the common listing: every agreed key is an object of the page
             room = max_keys - len(page.objects)
             if metas:
@@ -78,12 +90,7 @@ async def list_objects(
                     m if isinstance(m, ObjectMeta) else ObjectMeta.unpack(m)
                     for _, m in agreed[:room]
                 ]
-            page.objects += [
-                (key, meta.mtime, meta.etag, meta.size)
-                if isinstance(meta, ObjectMeta)
-                else (key, *summary(meta))
-                for key, meta in agreed[:room]
-            ]
+            page.objects += [_entry(key, meta) for key, meta in agreed[:room]]
             if page.objects:
                 page.next_marker = page.objects[-1][0]
             if len(agreed) > room:
@@ -105,10 +112,7 @@ async def list_objects(
                 page.prefixes.append(cp)
                 page.next_marker = cp + PAST
             else:
-                if isinstance(meta, ObjectMeta):
-                    page.objects.append((key, meta.mtime, meta.etag, meta.size))
-                else:
-                    page.objects.append((key, *summary(meta)))
+                page.objects.append(_entry(key, meta))
                 page.next_marker = key
         if horizon is None:
             return page
@@ -155,25 +159,56 @@ async def _scans(
 
 
 def _agreed(
-    scans: list[list[tuple[str, bytes]]], horizon: str | None, k: int
-) -> list[tuple[str, ObjectMeta | bytes]]:
-    """(key, agreed meta) in key order, up to the horizon. When every drive returned the
-    same rows (the healthy case) the rows are the answer as they are, without a merge."""
+    scans: list[list[tuple[str, bytes]]],
+    horizon: str | None,
+    k: int,
+    evidence: int,
+    every: bool = False,
+) -> list[tuple[str, ObjectMeta | bytes | None]]:
+    """(key, agreed meta) in key order, up to the horizon, deleted keys left out. When
+    every drive returned the same rows (the healthy case) the rows are the answer as they
+    are, without a merge. A key too few drives agree on is left out when at least
+    `evidence` drives lack it, else ReadQuorumLost. With `every`, every key is returned
+    (None: not agreed; a tombstone's packed row: deleted)."""
     first = scans[0]
     if len(scans) >= k and all(rows == first for rows in scans[1:]):
         rows = first if horizon is None else [r for r in first if r[0] <= horizon]
-        return list(rows)
+        if every:
+            return list(rows)
+        return [r for r in rows if not is_deleted_packed(r[1])]
     per_key: dict[str, list[bytes]] = {}
     for rows in scans:
         for key, packed in rows:
             if horizon is None or key <= horizon:
                 per_key.setdefault(key, []).append(packed)
-    out: list[tuple[str, ObjectMeta | bytes]] = []
+    out: list[tuple[str, ObjectMeta | bytes | None]] = []
     for key in sorted(per_key):
-        meta = pick_agreed_packed(per_key[key], k)
-        if meta is not None:
+        copies = per_key[key]
+        meta = pick_agreed_packed(copies, k)
+        if meta is not None and not meta.deleted:
             out.append((key, meta))
+        elif every:
+            out.append((key, meta.pack() if meta is not None else None))
+        elif meta is None and len(scans) - len(copies) < evidence:
+            raise ReadQuorumLost(
+                f"list ({key!r:.80} is on {len(copies)} of the {len(scans)} drives that"
+                f" answered: too few to read it, too many to call it absent)",
+                k,
+                len(copies),
+                len(scans),
+                {},
+            )
     return out
+
+
+def _entry(key: str, meta: ObjectMeta | bytes | None) -> tuple[str, int, str, int]:
+    """(key, mtime, etag, size) of a listed key; (key, 0, "", 0) for one that is deleted or
+    undecided (only in the scanner's listings, `every`)."""
+    if isinstance(meta, ObjectMeta):
+        return (key, meta.mtime, meta.etag, meta.size)
+    if meta is None or is_deleted_packed(meta):
+        return (key, 0, "", 0)
+    return (key, *summary(meta))
 
 
 def _common_prefix(key: str, prefix: str, delimiter: str) -> str:

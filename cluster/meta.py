@@ -13,6 +13,7 @@ import msgpack
 
 _VERSION = 1
 _VERSION_PARTS = 2  # a multipart object: format 1's fields, then the part count and digest
+_VERSION_DELETED = 3  # a tombstone: [3, vid, mtime], what a DELETE leaves
 
 
 @dataclass(slots=True)
@@ -34,10 +35,21 @@ class ObjectMeta:
     #: compared by quorum with the rest of the record, so one holder's table suffices
     parts: int = 0
     parts_digest: bytes = b""
+    #: a tombstone: the key was deleted at `mtime` (its HLC stamp); only vid and mtime
+    #: count. It stays on the drives the DELETE reached so that a drive that missed the
+    #: delete, or a heal that read the old version before it, can never bring the key back:
+    #: the old version is older (ObjectMeta.order) and loses everywhere it meets this.
+    deleted: bool = False
+
+    @classmethod
+    def tombstone(cls, vid: str, mtime: int) -> ObjectMeta:
+        return cls(vid, mtime, 0, "", 0, 0, 0, [], deleted=True)
 
     def pack(self) -> bytes:
         """Format 1 (byte for byte as before multipart) unless the object has parts, so
         single-part records of mixed-version nodes still compare equal."""
+        if self.deleted:
+            return msgpack.packb([_VERSION_DELETED, self.vid, self.mtime])
         fields = [
             _VERSION,
             self.vid,
@@ -65,6 +77,8 @@ class ObjectMeta:
             return cls(*fields[1:])
         if fields[0] == _VERSION_PARTS and len(fields) == 15:
             return cls(*fields[1:])
+        if fields[0] == _VERSION_DELETED and len(fields) == 3:
+            return cls.tombstone(fields[1], fields[2])
         raise ValueError(f"unknown metadata version {fields[0]}")
 
     @property
@@ -77,10 +91,14 @@ class ObjectMeta:
 
 
 def pick_agreed(metas: Sequence[ObjectMeta | None], quorum: int) -> ObjectMeta | None:
-    """The newest version held by at least `quorum` drives, or None.
+    """The newest of: the versions held by at least `quorum` drives, and the tombstones
+    held by any drive; None if there is neither. A tombstone may be the answer (the key
+    is deleted): callers check `.deleted`.
 
     A version on fewer drives is a write that did not reach quorum (or is still being
-    healed) and is never served.
+    healed) and is never served. A tombstone counts from one copy: a DELETE that reached
+    any drive may have been acknowledged (on drives now down), and either outcome of one
+    that failed is allowed; a heal then carries it to the drives that lack it.
     """
     counts: dict[tuple[int, str], int] = {}
     first: dict[tuple[int, str], ObjectMeta] = {}
@@ -89,8 +107,13 @@ def pick_agreed(metas: Sequence[ObjectMeta | None], quorum: int) -> ObjectMeta |
             continue
         counts[meta.order] = counts.get(meta.order, 0) + 1
         first.setdefault(meta.order, meta)
-    agreed = [order for order, count in counts.items() if count >= quorum]
+    agreed = [o for o, count in counts.items() if count >= quorum or first[o].deleted]
     return first[max(agreed)] if agreed else None
+
+
+def is_deleted_packed(packed: bytes) -> bool:
+    """Whether a packed record is a tombstone, without decoding it (listing hot path)."""
+    return packed[1:2] == b"\x03" and packed[:1] == b"\x93"
 
 
 def pick_agreed_packed(copies: Sequence[bytes], quorum: int) -> ObjectMeta | None:
@@ -99,7 +122,7 @@ def pick_agreed_packed(copies: Sequence[bytes], quorum: int) -> ObjectMeta | Non
     counts: dict[bytes, int] = {}
     for packed in copies:
         counts[packed] = counts.get(packed, 0) + 1
-    agreed = [packed for packed, count in counts.items() if count >= quorum]
+    agreed = [p for p, count in counts.items() if count >= quorum or is_deleted_packed(p)]
     if not agreed:
         return None
     if len(agreed) == 1:

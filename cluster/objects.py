@@ -10,9 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from shardfleet.cluster.drive import DriveError, FileNotFound, VolumeExists, VolumeNotFound
+from shardfleet.cluster.drive import (
+    DriveError,
+    FileNotFound,
+    StaleVersion,
+    VolumeExists,
+    VolumeNotFound,
+)
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.errors import (
     BucketExists,
@@ -302,37 +309,53 @@ class ObjectLayer:
                 handle = None
             condition(handle.meta if handle is not None else None)
             if handle is not None:
-                # the checked version by id; older copies in other pools go regardless
+                # a tombstone stamped just above the checked version deletes that version
+                # and nothing written since (a newer write wins over it); older copies in
+                # other pools go regardless
                 pool = handle.eset.pool if handle.eset is not None else self.sets[0].pool
-                await self._delete_everywhere(bucket, key, (pool, handle.meta.vid))
+                await self._delete_everywhere(bucket, key, (pool, handle.meta.mtime + 1))
 
-    async def _delete_everywhere(self, bucket: str, key: str, only: tuple[int, str] | None) -> None:
+    async def _delete_everywhere(self, bucket: str, key: str, only: tuple[int, int] | None) -> None:
         first = self.sets[0].pool
         for pool in sorted(self.pools):
-            vid = only[1] if only is not None and only[0] == pool else None
+            stamp = only[1] if only is not None and only[0] == pool else None
             try:
-                await self._delete_in(self.set_for(bucket, key, pool), bucket, key, vid)
+                await self._delete_in(self.set_for(bucket, key, pool), bucket, key, stamp)
             except NoSuchBucket:
                 if pool == first:
                     raise  # later pools may not have the bucket yet: nothing to delete there
 
     async def _delete_in(
-        self, eset: ErasureSet, bucket: str, key: str, vid: str | None = None
+        self, eset: ErasureSet, bucket: str, key: str, stamp: int | None = None
     ) -> None:
+        """Leaves a tombstone (stamped now, or `stamp`) on every drive of the set, so a
+        drive that missed the delete can never bring the old version back: the drives that
+        missed it go to the MRF queue, which carries the tombstone to them, and the scanner
+        collects it once every drive has it."""
+
         def no_bucket(errors: dict[int, BaseException]) -> None:
             if sum(isinstance(e, VolumeNotFound) for e in errors.values()) >= eset.read_quorum:
                 raise NoSuchBucket(bucket)
 
+        tomb = ObjectMeta.tombstone(uuid.uuid4().hex, stamp or self.clock.now())
         _, errors = await reach_quorum(
-            [(lambda d=d: d.delete(bucket, key, vid=vid)) for d in eset.drives],
+            [(lambda d=d: d.delete(bucket, key, tombstone=tomb)) for d in eset.drives],
             need=eset.write_quorum,
             timeout=eset.timeouts.meta,
             grace=eset.timeouts.meta_grace,
             what="delete",
-            counts=(FileNotFound,),
+            # no record there (nothing to shadow), or a newer write (it wins: last writer)
+            counts=(FileNotFound, StaleVersion),
             on_short=no_bucket,
         )
         no_bucket(errors)  # a quorum of "no such key" on drives that lost the bucket
+        missed = [
+            i
+            for i, e in errors.items()
+            if not isinstance(e, FileNotFound | StaleVersion | VolumeNotFound)
+        ]
+        if missed:
+            self._on_partial(bucket, key, tomb.vid, sorted(missed))
 
     async def delete_objects(
         self,

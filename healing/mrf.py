@@ -94,7 +94,7 @@ class MRF(Worker):
                 results = []
             states = {r.state for r in results}
             self.bytes += sum(r.bytes for r in results)
-            if results and states <= {"ok", "healed", "absent"}:
+            if results and states <= {"ok", "healed", "absent", "collected"}:
                 self.healed += "healed" in states
                 del self.entries[name]
                 done += 1

@@ -17,6 +17,15 @@ block checked, any k good blocks decoded and re-encoded into the targets' blocks
 With `deep`, every holder's every block is read and checked first, so rot that a read
 would never meet (a parity block, say) is found and rewritten too.
 
+Deletes: when the newest record is a tombstone (cluster/meta.py), the drives that lack it,
+or hold the older version, get the tombstone (a conditional commit, like any version), so
+a drive that missed a DELETE never serves, lists or heals the old version back. With a
+`Collect` policy (the scanner's) the garbage goes too: a tombstone every drive of the set
+holds, once `tombstone_min_age` old (no heal that read the old version is still in flight
+by then), or any tombstone after `tombstone_ttl`; and a record on too few drives to read
+that enough drives prove absent (a write that never reached quorum and whose undo was
+lost with its coordinator), once `dangling_after` old.
+
 All of it goes through each drive's background view (`Drive.background`): on remote drives
 at the transport's background priority and rate cap, so client traffic keeps most of the
 machine.
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +45,7 @@ from shardfleet.cluster.drive import (
     DriveError,
     FileNotFound,
     MetaRecord,
+    NotYetHealed,
     ShardWriter,
     StaleVersion,
     VolumeNotFound,
@@ -62,12 +73,21 @@ READ_BATCH = 2 << 20  # per drive per read, as GET
 class HealResult:
     bucket: str
     key: str
-    state: str = "ok"  # ok | healed | absent | unreadable | partial
+    state: str = "ok"  # ok | healed | absent | unreadable | partial | collected
     vid: str = ""
     healed: list[int] = field(default_factory=list)  # set positions rewritten
     failed: list[int] = field(default_factory=list)  # targets that could not be written
     bytes: int = 0  # shard bytes written
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """What a heal may collect, and when (seconds); see the module docstring."""
+
+    tombstone_min_age: float = 600.0
+    tombstone_ttl: float = 30 * 86400.0
+    dangling_after: float = 600.0
 
 
 class Unreadable(Exception):
@@ -81,6 +101,7 @@ async def heal_object(
     *,
     deep: bool = False,
     skip: Callable[[int], bool] = lambda pos: False,
+    collect: Collect | None = None,
 ) -> HealResult:
     """Heals `key` on every online drive of `eset`; see the module docstring."""
     drives = [d.background() for d in eset.drives]
@@ -91,12 +112,24 @@ async def heal_object(
     )
     meta = pick_agreed([r.meta for r in records.values()], k)
     if meta is None:
-        absent = sum(isinstance(e, FileNotFound | VolumeNotFound) for e in errors.values())
-        result.state = "absent" if absent + len(records) >= k or absent >= k else "unreadable"
-        if result.state == "unreadable":
+        # as cluster/get.resolve: absent only when n - W + 1 drives (not freshly formatted
+        # ones) prove it; otherwise the records there may be all that is left of the key
+        absent = sum(
+            isinstance(e, FileNotFound | VolumeNotFound) and not isinstance(e, NotYetHealed)
+            for e in errors.values()
+        )
+        if absent < n - eset.write_quorum + 1:
+            result.state = "unreadable"
             result.detail = f"{len(records)} records, no version on {k} drives"
+            return result
+        result.state = "absent"
+        if collect is not None and records:
+            await _collect_dangling(drives, bucket, key, records, collect, result)
         return result
     result.vid = meta.vid
+    if meta.deleted:
+        await _heal_tombstone(drives, bucket, key, meta, records, errors, skip, collect, result)
+        return result
     holders = sorted(i for i, r in records.items() if r.meta.order == meta.order)
     lacking = [
         i
@@ -126,6 +159,82 @@ async def heal_object(
     elif result.healed:
         result.state = "healed"
     return result
+
+
+# -- deletes ---------------------------------------------------------------------------------
+async def _heal_tombstone(
+    drives: list[Drive],
+    bucket: str,
+    key: str,
+    meta: ObjectMeta,
+    records: dict[int, MetaRecord],
+    errors: dict[int, BaseException],
+    skip: Callable[[int], bool],
+    collect: Collect | None,
+    result: HealResult,
+) -> None:
+    """Carries the tombstone to every drive that lacks it, or collects it."""
+    n = len(drives)
+    holders = [i for i, r in records.items() if r.meta.order == meta.order]
+    age = (time.time_ns() - meta.mtime) / 1e9
+    if collect is not None and (
+        (len(holders) == n and age >= collect.tombstone_min_age) or age >= collect.tombstone_ttl
+    ):
+        # the tombstone, and anything older it shadows, goes from every drive holding them
+        doomed = {i: r.meta.vid for i, r in records.items() if r.meta.order <= meta.order}
+        await _remove(drives, bucket, key, doomed, result)
+        return
+    lacking = [
+        i
+        for i in range(n)
+        if i not in holders
+        and drives[i].online
+        and not skip(i)
+        and (
+            (i in records and records[i].meta.order < meta.order)
+            or isinstance(errors.get(i), FileNotFound)
+        )
+    ]
+    if lacking:
+        await _commit_all(drives, bucket, key, meta, {}, lacking, result)
+    if result.failed:
+        result.state = "partial"
+    elif result.healed:
+        result.state = "healed"
+
+
+async def _collect_dangling(
+    drives: list[Drive],
+    bucket: str,
+    key: str,
+    records: dict[int, MetaRecord],
+    collect: Collect,
+    result: HealResult,
+) -> None:
+    """Removes records too few drives hold to read, once old enough that no write of them
+    is still under way (a commit reaches every drive within seconds)."""
+    now = time.time_ns()
+    if any((now - r.meta.mtime) / 1e9 < collect.dangling_after for r in records.values()):
+        return
+    await _remove(drives, bucket, key, {i: r.meta.vid for i, r in records.items()}, result)
+
+
+async def _remove(
+    drives: list[Drive], bucket: str, key: str, vids: dict[int, str], result: HealResult
+) -> None:
+    """Removes the key's record `vids[i]` from drive i, by version id: a write that landed
+    since is never the one removed."""
+    done, errors = await fan_out(
+        [
+            (lambda d=d, v=vids[i]: d.delete(bucket, key, vid=v)) if i in vids else None
+            for i, d in enumerate(drives)
+        ],
+        timeout=30.0,
+    )
+    result.healed += sorted(done)
+    result.failed += [i for i, e in errors.items() if not isinstance(e, FileNotFound)]
+    result.state = "partial" if result.failed else "collected"
+    log.info("collected %s/%s from drive positions %s", bucket, key, sorted(done))
 
 
 # -- inline objects ------------------------------------------------------------------------

@@ -8,8 +8,12 @@ missed a version, holds an older one, or lost the shard file; it is healed on th
 (healing/reconstruct.py). Deep (every `deep_every`-th pass, or on demand): every block of
 every shard is read and checked against its CRC32C, which finds rot anywhere.
 
-Objects are listed through the set's listing quorum, so a version that never reached
-quorum is not healed into existence. The rate cap (`rate`, objects per second) keeps a
+Every key any drive of the set holds a record of is visited (the listing's `every`): a
+version k drives agree on is healed, a tombstone carried to the drives that lack it or
+collected (healing/reconstruct.Collect), and a version too few drives hold is never healed
+into existence (and collected once enough drives prove it absent). A pass over every
+bucket that found nothing it could not heal reports the sets it covered (`on_pass`): a
+drive formatted empty into one of them before the pass began is then fully healed. The rate cap (`rate`, objects per second) keeps a
 pass from competing with clients; shard traffic goes through the drives' background
 views. A pass can be started now (`start`, the admin API's `heal start`), for one bucket
 or all, shallow or deep; progress and an estimate of the time left come from the number of
@@ -22,17 +26,28 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.errors import NoSuchBucket
 from shardfleet.cluster.listing import list_objects
 from shardfleet.cluster.objects import ObjectLayer
-from shardfleet.healing.reconstruct import heal_object
+from shardfleet.healing.reconstruct import Collect, heal_object
 from shardfleet.healing.worker import Worker
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PassDone:
+    """A whole pass over every bucket: the sets it covered, when it began (time.time()),
+    and whether every object in them is whole now (nothing unreadable or failed)."""
+
+    sets: list[ErasureSet]
+    started: float
+    clean: bool
 
 
 class Scanner(Worker):
@@ -46,9 +61,14 @@ class Scanner(Worker):
         deep_every: int = 7,
         rate: float = 200.0,
         owns: Callable[[ErasureSet], bool] = lambda eset: True,
+        collect: Collect | None = None,
+        on_pass: Callable[[PassDone], None] = lambda done: None,
     ) -> None:
         super().__init__(interval, first_delay=min(interval, 60.0))
         self.layer = layer
+        self.collect = collect or Collect()
+        self.on_pass = on_pass
+        self.collected = 0
         self.deep_every = deep_every
         self.rate = rate
         self.owns = owns
@@ -87,21 +107,32 @@ class Scanner(Worker):
         """One pass; returns the objects healed."""
         self.running, self.pass_deep = True, deep
         self.pass_started, self.pass_scanned = time.monotonic(), 0
+        began, failed_before = time.time(), self.failed
         healed = 0
+        covered: list[ErasureSet] = []
         try:
             buckets = [only] if only else sorted(await self.layer.list_buckets())
+            covered = [
+                eset
+                for eset in (sets if sets is not None else self.layer.active_sets)
+                if sets is not None or self.owns(eset)
+            ]
             for bucket in buckets:
-                for eset in sets if sets is not None else self.layer.active_sets:
-                    if sets is not None or self.owns(eset):
-                        try:
-                            healed += await self._scan_set(eset, bucket, deep)
-                        except NoSuchBucket:
-                            continue
+                for eset in covered:
+                    try:
+                        healed += await self._scan_set(eset, bucket, deep)
+                    except NoSuchBucket:
+                        continue
             self.last_total = self.pass_scanned
+        except Exception:
+            self.failed += 1  # a listing below quorum, say: not a clean pass
+            raise
         finally:
             self.running = False
         if healed:
             log.info("scanner: pass done, %d objects scanned, %d healed", self.pass_scanned, healed)
+        if only is None:
+            self.on_pass(PassDone(covered, began, self.failed == failed_before))
         return healed
 
     async def _scan_set(self, eset: ErasureSet, bucket: str, deep: bool) -> int:
@@ -109,12 +140,12 @@ class Scanner(Worker):
         marker = ""
         while True:
             page = await list_objects(
-                eset, bucket, prefix="", delimiter="", start_after=marker, max_keys=PAGE
+                eset, bucket, prefix="", delimiter="", start_after=marker, max_keys=PAGE, every=True
             )
             for key, *_ in page.objects:
                 started = time.monotonic()
                 try:
-                    result = await heal_object(eset, bucket, key, deep=deep)
+                    result = await heal_object(eset, bucket, key, deep=deep, collect=self.collect)
                 except Exception as exc:  # a drive failed mid-heal: the next pass retries
                     log.info("scanner: %s/%s: %s", bucket, key, exc)
                     self.failed += 1
@@ -123,6 +154,8 @@ class Scanner(Worker):
                     if result.state == "healed":
                         healed += 1
                         self.healed += 1
+                    elif result.state == "collected":
+                        self.collected += 1
                     elif result.state in ("unreadable", "partial"):
                         self.failed += 1
                         log.warning(
@@ -153,6 +186,7 @@ class Scanner(Worker):
             "pass_scanned": self.pass_scanned,
             "healed": self.healed,
             "failed": self.failed,
+            "collected": self.collected,
             "bytes": self.bytes,
             "progress": progress,
             "eta_s": eta,

@@ -23,7 +23,8 @@ from shardfleet.cluster.erasure_set import ErasureSet
 from shardfleet.cluster.objects import ObjectLayer
 from shardfleet.healing.buckets import BucketSync
 from shardfleet.healing.mrf import MRF
-from shardfleet.healing.scanner import Scanner
+from shardfleet.healing.reconstruct import Collect
+from shardfleet.healing.scanner import PassDone, Scanner
 from shardfleet.healing.uploads import UploadSweeper
 from shardfleet.node import lazy_init
 from shardfleet.node.config import NodeConfig
@@ -50,6 +51,7 @@ from shardfleet.node.storage.local_drive import LocalDrive
 log = logging.getLogger(__name__)
 
 DRIVE_PROBE_INTERVAL = 2.0
+HEAL_RETRY = 10.0  # s after a pass that left a replaced drive not fully healed: another
 CANCEL_WAIT = 5.0
 READ_BUFSIZE = 1 << 20
 POOL_FREE_INTERVAL = 30.0  # after the grace: how long cancelled requests get to clean up
@@ -360,9 +362,16 @@ class Node:
             deep_every=self.config.scan_deep_every,
             rate=self.config.scan_rate,
             owns=_sweeps_here,
+            collect=Collect(
+                tombstone_min_age=self.config.tombstone_min_age,
+                tombstone_ttl=self.config.tombstone_ttl,
+                dangling_after=self.config.dangling_age,
+            ),
+            on_pass=self._scanned,
         )
         self._spawn(self.mrf.run_forever(self._stopping))
         self._spawn(self.scanner.run_forever(self._stopping))
+        self._heal_marked()  # replacements formatted at start-up, or not healed before a stop
         if self.cluster is not None:
             self.cluster.heartbeat.on_alive.append(lambda peer: self.mrf.wake())
         self._spawn(self._probe_drives())
@@ -421,6 +430,37 @@ class Node:
                     await fresh.make_bucket(bucket, created)
         # its sets are scanned here, whichever node owns them: nobody else knows it is new
         self.scanner.start(sets=[s for s in self.layer.sets if fresh in s.drives])
+
+    def _sets_of(self, drive: LocalDrive) -> list[ErasureSet]:
+        assert self.layer is not None
+        return [s for s in self.layer.sets if drive in s.drives]
+
+    def _heal_marked(self) -> None:
+        """A scanner pass, here, over the sets of every local drive not yet fully healed."""
+        marked = [d for d in self.local_drives() if d.healing_since is not None and d.online]
+        sets = list({id(s): s for d in marked for s in self._sets_of(d)}.values())
+        if sets:
+            self.scanner.start(sets=sets)
+
+    def _scanned(self, done: PassDone) -> None:
+        """A whole scanner pass ended: a drive formatted empty before it began, all of whose
+        sets it covered and found whole, is fully healed; one that is not yet gets another
+        pass soon (its "no such key" answers prove nothing until then)."""
+        covered = {id(s) for s in done.sets}
+        again = False
+        for drive in self.local_drives():
+            since = drive.healing_since
+            if since is None or not drive.online:
+                continue
+            if not all(id(s) in covered for s in self._sets_of(drive)):
+                continue
+            if done.clean and since < done.started:
+                with contextlib.suppress(OSError):
+                    drive.mark_healed()
+            else:
+                again = True
+        if again and not self._stopping.is_set():
+            asyncio.get_running_loop().call_later(HEAL_RETRY, self._heal_marked)
 
     async def _refresh_pool_free(self) -> None:
         """Free space per pool, for placing new objects (the emptiest pool takes them)."""

@@ -144,6 +144,17 @@ class NodeConfig(BaseModel):
     """Every Nth pass is deep (every block's CRC32C checked); 0: never by itself."""
     scan_rate: float = Field(default=200.0, ge=0, le=1_000_000)
     """Objects per second a scanner pass checks at most (0: no cap)."""
+    tombstone_min_age: float = Field(default=600.0, ge=0, le=365 * 86400.0)
+    """Seconds a DELETE's tombstone stays once every drive of its set holds it (a heal that
+    read the old version before the delete has long finished by then); the scanner then
+    collects it (healing/reconstruct.py)."""
+    tombstone_ttl: float = Field(default=30 * 86400.0, gt=0, le=3650 * 86400.0)
+    """Seconds after which a tombstone is collected even from a set where some drive has
+    not got it (a drive offline that long comes back with a version too few drives hold:
+    never served, and collected as dangling)."""
+    dangling_age: float = Field(default=600.0, ge=0, le=365 * 86400.0)
+    """Seconds before the scanner removes a record that too few drives hold to read and
+    enough drives prove absent (a write that never reached quorum and whose undo was lost)."""
     mrf_capacity: int = Field(default=100_000, ge=1, le=10_000_000)
     """Objects the MRF queue (healing/mrf.py) holds; reports beyond it go to the scanner."""
     multipart_expiry: float = Field(default=7 * 86400.0, gt=0, le=3650 * 86400.0)

@@ -23,11 +23,12 @@ from shardfleet.cluster.drive import Drive, OfflineDrive
 from shardfleet.cluster.topology import DriveFormat
 from shardfleet.erasure import ErasureParams
 from shardfleet.node.storage.fsutil import atomic_write
-from shardfleet.node.storage.local_drive import LocalDrive
+from shardfleet.node.storage.local_drive import HEAL_MARK, LocalDrive
 
 FORMAT_FILE = "format.json"
 #: what a running node may leave in a wiped drive's directory before it notices the wipe
-LEFTOVERS = frozenset({"data", "tmp", "mrf.msgpack", "mrf.tmp"})
+#: (and the heal mark, written first when a replacement is formatted)
+LEFTOVERS = frozenset({"data", "tmp", "mrf.msgpack", "mrf.tmp", HEAL_MARK})
 T = TypeVar("T")
 
 
@@ -60,7 +61,16 @@ def _read_format(path: Path) -> DriveFormat | None:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+    """Empty, or holding only the heal mark (a replacement's formatting cut short)."""
+    return path.is_dir() and all(p.name == HEAL_MARK for p in path.iterdir())
+
+
+def _format_replacement(path: Path, fmt: DriveFormat) -> None:
+    """Formats an empty directory into the slot of a drive that held data: the heal mark
+    first, so a drive is never formatted without it (until healed, its "no such key" and
+    its listing rows are no evidence: see LocalDrive.healing_since)."""
+    atomic_write(path, HEAL_MARK, [b"formatted empty into its slot; healing\n"])
+    atomic_write(path, FORMAT_FILE, [fmt.to_json().encode()])
 
 
 def _may_adopt(path: Path, formatted: list[Path]) -> bool:
@@ -207,7 +217,7 @@ def _adopt_replacements(
                 stripe_size=template.stripe_size,
                 set_drives=template.set_drives,
             )
-            atomic_write(path, FORMAT_FILE, [fmt.to_json().encode()])
+            _format_replacement(path, fmt)
             sets[set_no][pos] = (path, fmt)
 
 
@@ -226,7 +236,10 @@ def open_assigned(expected: dict[Path, DriveFormat], io_pool: Executor) -> dict[
             path.mkdir(parents=True, exist_ok=True)
         fmt = _read_format(path) if path.is_dir() else None
         if fmt is None and _is_empty_dir(path) and (first_start or _may_adopt(path, formatted)):
-            atomic_write(path, FORMAT_FILE, [want.to_json().encode()])
+            if first_start:
+                atomic_write(path, FORMAT_FILE, [want.to_json().encode()])
+            else:
+                _format_replacement(path, want)
             fmt = want
         if fmt is None:
             opened[path] = OfflineDrive(want.drive_id, str(path), "drive missing or not formatted")
@@ -260,13 +273,13 @@ def replacement_for(
         left = {p.name for p in path.iterdir()}
         if not left <= LEFTOVERS or not _may_adopt(path, [d.root for d in others]):
             return None
-        for name in left:
+        for name in left - {HEAL_MARK}:
             target = path / name
             if target.is_dir():
                 shutil.rmtree(target)
             else:
                 target.unlink()
-        atomic_write(path, FORMAT_FILE, [drive.format.to_json().encode()])
+        _format_replacement(path, drive.format)
         fresh = LocalDrive(path, drive.format, io_pool)
         fresh.reconcile_startup()
     except OSError:

@@ -118,6 +118,16 @@ class Txn:
         with self.txn.cursor(db=db) as cur:
             return cur.set_range(prefix) and cur.key().startswith(prefix)
 
+    def any_with_prefix(self, db: Any, prefix: bytes, pred: Callable[[bytes], bool]) -> bool:
+        """Whether some value under `prefix` satisfies `pred` (stops at the first)."""
+        with self.txn.cursor(db=db) as cur:
+            found = cur.set_range(prefix)
+            while found and cur.key().startswith(prefix):
+                if pred(cur.value()):
+                    return True
+                found = cur.next()
+        return False
+
     def rows_with_prefix(self, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
         with self.txn.cursor(db=db) as cur:
             found = cur.set_range(prefix)

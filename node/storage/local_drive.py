@@ -3,6 +3,8 @@
 Layout of a drive root:
 
     format.json                         cluster id, drive id, pool/set/position (topology)
+    healing.mark                        present while a drive formatted empty into a slot
+                                        of a running cluster is not fully healed yet
     index.lmdb/                         ordered metadata index (node/storage/index.py)
     tmp/<vid>/part.<n>                  shards being written (gone after a restart)
     data/<bucket>/<vid[:2]>/<vid>/part.<n>   committed shards; paths never derive from keys
@@ -49,6 +51,7 @@ from shardfleet.cluster.drive import (
     FileNotFound,
     LeaseTable,
     MetaRecord,
+    NotYetHealed,
     ScanDigest,
     ShardNotFound,
     StaleVersion,
@@ -57,7 +60,7 @@ from shardfleet.cluster.drive import (
     VolumeNotFound,
     scan_digest,
 )
-from shardfleet.cluster.meta import ObjectMeta
+from shardfleet.cluster.meta import ObjectMeta, is_deleted_packed
 from shardfleet.cluster.parts import (
     is_tombstone,
     mp_volume,
@@ -74,6 +77,11 @@ from shardfleet.node.storage.shardread import RangeReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: written (before format.json) into a drive formatted empty into the slot of one that held
+#: data: until a scanner pass over all its sets has healed it, its "no such key" answers
+#: and its listing rows are no evidence (NotYetHealed); removed by `mark_healed`
+HEAL_MARK = "healing.mark"
 
 
 class LocalShardWriter:
@@ -132,6 +140,20 @@ class LocalDrive:
         self._tmp.mkdir(exist_ok=True)
         self._data.mkdir(exist_ok=True)
         self.index = DriveIndex(root / "index.lmdb")
+        #: when it was formatted as a replacement (HEAL_MARK's mtime), None once healed
+        self.healing_since: float | None = None
+        with contextlib.suppress(FileNotFoundError):
+            self.healing_since = (root / HEAL_MARK).stat().st_mtime
+
+    def mark_healed(self) -> None:
+        """A full pass over every set of this drive healed it (or it never needed it)."""
+        if self.healing_since is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / HEAL_MARK).unlink()
+            fsync_dir(self.root)
+        self.healing_since = None
+        log.info("drive %s (%s) is fully healed", self.drive_id, self.root)
 
     # -- health -----------------------------------------------------------------------
     @property
@@ -231,7 +253,10 @@ class LocalDrive:
         def apply(t: Txn) -> None:
             if t.get(t.buckets, bucket.encode()) is None:
                 raise VolumeNotFound(bucket)
-            if not force and t.has_prefix(t.objects, bucket_prefix(bucket)):
+            live = t.any_with_prefix  # tombstones do not keep a bucket from going
+            if not force and live(
+                t.objects, bucket_prefix(bucket), lambda r: not is_deleted_packed(r)
+            ):
                 raise VolumeNotEmpty(bucket)
             for name in (bucket, volume):
                 prefix = bucket_prefix(name)
@@ -322,7 +347,8 @@ class LocalDrive:
         staged = self._tmp / vid
         target = self._version_dir(bucket, vid)
         self._inflight.add(vid)
-        has_files = not meta.inline and not meta.parts  # a multipart object's are its parts'
+        # a multipart object's files are its parts'; a tombstone has none
+        has_files = not meta.inline and not meta.parts and not meta.deleted
         try:
             if has_files:
                 await self._io(self._install, staged, target)
@@ -343,11 +369,12 @@ class LocalDrive:
                     keep = table_pvids(inline) if meta.parts and inline else set()
                     self._retire(t, bucket, ok, old_meta, old_dirs, keep)
                 t.put(t.objects, ok, meta.pack())
-                if inline is not None:
+                if inline is not None and not meta.deleted:
                     t.put(t.inline, ok, inline)
                 else:
                     t.txn.delete(ok, db=t.inline)
-                t.put(t.vids, vid.encode(), ok)
+                if not meta.deleted:
+                    t.put(t.vids, vid.encode(), ok)
                 if meta.parts and inline:
                     for pvid in table_pvids(inline):  # its parts' data belong to the key
                         t.put(t.vids, pvid.encode(), ok)
@@ -436,7 +463,9 @@ class LocalDrive:
     ) -> None:
         """Queues the data of a version being replaced or deleted for removal (before its
         inline row is overwritten: a multipart version's part table is that row). Part
-        versions in `keep` (also in the version replacing it) stay."""
+        versions in `keep` (also in the version replacing it) stay. A tombstone has none."""
+        if old.deleted:
+            return
         t.txn.delete(old.vid.encode(), db=t.vids)
         if old.parts:
             volume = mp_volume(bucket)
@@ -535,10 +564,19 @@ class LocalDrive:
         if raw is None:
             if self.bucket_created(bucket) is None:
                 raise VolumeNotFound(bucket)
+            if self.healing_since is not None:
+                raise NotYetHealed(f"{bucket}/{key} (drive not healed yet)")
             raise FileNotFound(f"{bucket}/{key}")
         return MetaRecord(ObjectMeta.unpack(raw), inline)
 
-    async def delete(self, bucket: str, key: str, *, vid: str | None = None) -> None:
+    async def delete(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        vid: str | None = None,
+        tombstone: ObjectMeta | None = None,
+    ) -> None:
         ok = object_key(bucket, key)
         old_dirs: list[Path] = []
 
@@ -548,13 +586,26 @@ class LocalDrive:
             if old is None:
                 if t.get(t.buckets, volume_bucket(bucket).encode()) is None:
                     raise VolumeNotFound(bucket)
-                raise FileNotFound(f"{bucket}/{key}")
+                if tombstone is None:
+                    raise FileNotFound(f"{bucket}/{key}")
+                t.put(t.objects, ok, tombstone.pack())
+                if is_long(ok, len(bucket_prefix(bucket))):
+                    t.put(t.longkeys, ok, key.encode())
+                return
             old_meta = ObjectMeta.unpack(old)
-            if vid is not None and old_meta.vid != vid:
+            if tombstone is not None:
+                if old_meta.vid == tombstone.vid:
+                    return  # this delete, retried
+                if old_meta.order > tombstone.order:
+                    raise StaleVersion(f"{bucket}/{key}: a version newer than the delete")
+            elif vid is not None and old_meta.vid != vid:
                 raise FileNotFound(f"{bucket}/{key} version {vid}")
             self._retire(t, bucket, ok, old_meta, old_dirs)
-            t.delete(t.objects, ok)
             t.txn.delete(ok, db=t.inline)
+            if tombstone is not None:
+                t.put(t.objects, ok, tombstone.pack())  # its long-key row stays with it
+                return
+            t.delete(t.objects, ok)
             t.txn.delete(ok, db=t.longkeys)
 
         await self._write(apply)
@@ -570,6 +621,8 @@ class LocalDrive:
         rows = self._read(lambda: self.index.scan_objects(bucket, prefix, start_after, limit))
         if not rows and self.bucket_created(bucket) is None:
             raise VolumeNotFound(bucket)
+        if self.healing_since is not None and not bucket.endswith("+mp"):
+            raise NotYetHealed(f"{bucket}: drive not healed yet, its listing proves nothing")
         return rows
 
     async def scan_digest(

@@ -184,21 +184,50 @@ async def test_concurrent_commits_end_with_the_newer_version(drive):
     assert staged_files(drive.root) == []
 
 
-# Deletes leave no trace on a drive: once a key's record is gone the drive cannot tell
-# "deleted after OLD" from "never had it", so an old version's late commit (a healer that
-# read it before the DELETE, a coordinator stalled past it) brings the key back. Refusing
-# it needs a tombstone holding the deleted version's order (and the delete's own HLC
-# stamp, to refuse versions older than the delete but newer than what it deleted); that
-# comes with the healing issue. This test states the wanted behaviour and is expected to
-# fail until then (strict: it turns red the day tombstones make it pass).
-@pytest.mark.xfail(strict=True, reason="no delete tombstones yet (healing issue)")
+# A DELETE leaves a tombstone stamped at the delete (cluster/meta.ObjectMeta.tombstone): an
+# old version's late commit (a healer that read it before the DELETE, a coordinator stalled
+# past it) is older than the tombstone and refused, so the key never comes back on a drive.
+DELETED_AT = 150
+
+
 async def test_an_old_commit_after_a_delete_does_not_resurrect_the_key(drive):
     await put(drive, NEW, 200, b"new!!", inline=False)
-    await drive.delete("bkt", "k")
-    with pytest.raises(FileNotFound):
-        await drive.read_meta("bkt", "k")
-    with pytest.raises(StaleVersion):  # today: OLD commits and is current again
+    tomb = ObjectMeta.tombstone("c" * 32, 300)
+    await drive.delete("bkt", "k", tombstone=tomb)
+    assert (await drive.read_meta("bkt", "k")).meta.deleted
+    with pytest.raises(StaleVersion):
         await put(drive, OLD, 100, b"old!!", inline=False)
+    with pytest.raises(StaleVersion):  # older than the delete, newer than what it deleted
+        await put(drive, "d" * 32, 250, b"mid!!", inline=False)
+    rec = await drive.read_meta("bkt", "k")
+    assert rec.meta.deleted and rec.meta.vid == tomb.vid
+    assert dirs(drive) == []
+    assert staged_files(drive.root) == []
+
+
+async def test_a_delete_older_than_the_current_version_is_refused(drive):
+    await put(drive, NEW, 200, b"new!!", inline=False)
+    with pytest.raises(StaleVersion):
+        await drive.delete("bkt", "k", tombstone=ObjectMeta.tombstone("c" * 32, DELETED_AT))
+    assert (await drive.read_meta("bkt", "k")).meta.vid == NEW
+    assert len(dirs(drive)) == 1
+
+
+async def test_a_newer_commit_replaces_a_tombstone_and_a_retried_delete_is_a_no_op(drive):
+    tomb = ObjectMeta.tombstone("c" * 32, 300)
+    await drive.delete("bkt", "k", tombstone=tomb)  # no record yet: the tombstone is made
+    await drive.delete("bkt", "k", tombstone=tomb)  # a retry
+    assert (await drive.read_meta("bkt", "k")).meta.deleted
+    await put(drive, NEW, 400, b"new!!", inline=False)
+    assert (await drive.read_meta("bkt", "k")).meta.vid == NEW
+    await drive.delete("bkt", "k", vid=NEW)  # an undone PUT: removed outright, no tombstone
     with pytest.raises(FileNotFound):
         await drive.read_meta("bkt", "k")
     assert dirs(drive) == []
+
+
+async def test_a_bucket_holding_only_tombstones_can_be_deleted(drive):
+    await put(drive, NEW, 200, b"new!!", inline=True)
+    await drive.delete("bkt", "k", tombstone=ObjectMeta.tombstone("c" * 32, 300))
+    await drive.delete_bucket("bkt")
+    assert "bkt" not in await drive.list_buckets()

@@ -138,6 +138,11 @@ BAD_META = [
     packed_fields(user=[["a", "b"]]),
     packed_fields(headers={"Cache-Control": {"x": "y"}}),
     packed_fields(headers={b"k": "v"}),
+    msgpack.packb([3]),  # a tombstone's format, then too few fields
+    msgpack.packb([3, VID_INLINE]),
+    msgpack.packb([3, "../" + "a" * 29, 5]),
+    msgpack.packb([3, VID_INLINE, -1]),
+    msgpack.packb([3, VID_INLINE, 5, 6]),
 ]
 
 VID_BAD = ["", "a" * 31, "a" * 33, "g" * 32, "A" * 32, "../" + "a" * 29, "0x" + "a" * 30,
@@ -167,6 +172,8 @@ KINDS: dict[str, tuple[tuple[type, ...], list[Any]]] = {
     "key": ((str,), ["", "k" * 1089, "é" * 545, "k" * 4000]),
     "vid": ((str,), VID_BAD),
     "vid?": ((str, type(None)), VID_BAD),
+    # a DELETE's tombstone: a record that is not one is refused too
+    "meta?": ((bytes, type(None)), [*BAD_META, make_meta(VID_INLINE, inline=True).pack()]),
     "part": ((int,), [-1, 10_001, 2**63, 2**64 - 1]),
     "offset": ((int,), [-1, -(2**63), 2**63]),
     "length": ((int,), [-1, (64 << 20) + 1, 2**63]),
@@ -210,8 +217,8 @@ METHODS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         {"b": "bucket", "v": "vid", "p": "part", "o": "offset", "n": "length"},
     ),
     "drive.delete": (
-        {"b": BUCKET, "k": INLINE_KEY, "v": VID_INLINE},
-        {"b": "bucket", "k": "key", "v": "vid?"},
+        {"b": BUCKET, "k": INLINE_KEY, "v": VID_INLINE, "t": None},
+        {"b": "bucket", "k": "key", "v": "vid?", "t": "meta?"},
     ),
     "drive.scan": (
         {"b": BUCKET, "p": "", "s": "", "l": 10},
