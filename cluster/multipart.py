@@ -243,9 +243,12 @@ class Uploads:
             place_as=(bucket, key),
             streamed=True,
         )
-        return await Putter(self.eset, self.clock, self.on_partial, lock_set=self.eset).put(
-            req, body
-        )
+
+        def missed(volume: str, pkey: str, vid: str, positions: list[int]) -> None:
+            # the part lives in its object's set, not the set its own key would hash to
+            self.on_partial(volume, pkey, vid, positions, place=(bucket, key))
+
+        return await Putter(self.eset, self.clock, missed, lock_set=self.eset).put(req, body)
 
     async def list_parts(
         self, bucket: str, key: str, uid: str, *, after: int, limit: int
@@ -503,5 +506,5 @@ def _no_bucket(k: int, errors: dict[int, BaseException]) -> None:
         raise NoSuchBucket()
 
 
-def _no_hook(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+def _no_hook(bucket: str, key: str, vid: str, positions: list[int], **place: object) -> None:
     """Records are metadata only: no degraded shard read to report."""

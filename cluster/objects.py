@@ -48,11 +48,11 @@ from shardfleet.cluster.quorum import fan_out, reach_quorum
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[str, str, str, list[int]], None]
+Hook = Callable[..., None]  # (bucket, key, vid, positions[, place=...]): see cluster/put.py
 
 
 def _log_hook(what: str) -> Hook:
-    def hook(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+    def hook(bucket: str, key: str, vid: str, positions: list[int], **place: object) -> None:
         log.warning("%s: %s/%s version %s, drive positions %s", what, bucket, key, vid, positions)
 
     return hook

@@ -42,7 +42,8 @@ INLINE_LIMIT = 128 << 10
 INLINE_ON_LOOP = 16 << 10  # below this, a thread hop costs more than the encoding
 QUEUE = 2
 
-PartialHook = Callable[[str, str, str, list[int]], None]
+#: (bucket, key, vid, positions[, place=(bucket, key) whose set holds it: a part's object])
+PartialHook = Callable[..., None]
 Body = AsyncIterator[bytes | bytearray | memoryview]
 #: a write's precondition: given the key's current version (None: absent), raises to refuse
 Condition = Callable[[ObjectMeta | None], None]
@@ -115,7 +116,7 @@ async def _stripes(body: Body, stripe_size: int) -> AsyncIterator[memoryview]:
         yield buf[:fill].toreadonly()
 
 
-def _no_hook(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+def _no_hook(bucket: str, key: str, vid: str, positions: list[int], **place: object) -> None:
     """A condition's metadata read streams nothing, so it has no degraded read to report."""
 
 

@@ -39,6 +39,12 @@ class Entry:
     positions: list[int]
     added: float
     attempts: int = 0
+    #: the (bucket, key) whose set holds it, when not its own: a multipart part (in the
+    #: "+mp" volume) is placed with its object, and healed with it once completed
+    place: tuple[str, str] | None = None
+
+    def eset_key(self) -> tuple[str, str]:
+        return self.place or (self.bucket, self.key)
 
 
 class MRF(Worker):
@@ -67,13 +73,21 @@ class MRF(Worker):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, bucket: str, key: str, vid: str, positions: list[int]) -> None:
+    def add(
+        self,
+        bucket: str,
+        key: str,
+        vid: str,
+        positions: list[int],
+        *,
+        place: tuple[str, str] | None = None,
+    ) -> None:
         """A hook: called on the event loop, never blocks, never raises."""
         name = (bucket, key)
         if name not in self.entries and len(self.entries) >= self.capacity:
             self.dropped += 1
             return
-        self.entries[name] = Entry(bucket, key, vid, sorted(positions), time.time())
+        self.entries[name] = Entry(bucket, key, vid, sorted(positions), time.time(), place=place)
         self.entries.move_to_end(name)
         self._dirty = True
         self.wake()
@@ -85,10 +99,15 @@ class MRF(Worker):
             if not self._ready(entry):
                 continue
             try:
-                results = [
-                    await heal_object(self.layer.set_for(entry.bucket, entry.key, pool), *name)
-                    for pool in sorted(self.layer.pools)
-                ]
+                results = []
+                for pool in sorted(self.layer.pools):
+                    eset = self.layer.set_for(*entry.eset_key(), pool)
+                    result = await heal_object(eset, *name)
+                    if result.state == "absent" and entry.place is not None:
+                        # a part no longer in the volume: completed (its object holds it
+                        # now, heal that) or aborted (the object heal is then a no-op)
+                        result = await heal_object(eset, *entry.place)
+                    results.append(result)
             except Exception as exc:  # a drive error mid-heal: try again next pass
                 log.info("mrf: heal of %s/%s failed: %s", entry.bucket, entry.key, exc)
                 results = []
@@ -115,7 +134,7 @@ class MRF(Worker):
     def _ready(self, entry: Entry) -> bool:
         """Every drive the entry names is online in the key's first-pool set (an entry
         from another pool is tried as soon as that set is whole)."""
-        eset = self.layer.set_for(entry.bucket, entry.key)
+        eset = self.layer.set_for(*entry.eset_key())
         online = set(eset.online_positions())
         return all(p in online for p in entry.positions if p < len(eset.drives))
 
@@ -125,8 +144,18 @@ class MRF(Worker):
             return
         try:
             rows = msgpack.unpackb(self.path.read_bytes())
-            for bucket, key, vid, positions, added, attempts in rows[: self.capacity]:
-                self.entries[(bucket, key)] = Entry(bucket, key, vid, positions, added, attempts)
+            for row in rows[: self.capacity]:
+                bucket, key, vid, positions, added, attempts, *rest = row
+                place = tuple(rest[0]) if rest and rest[0] is not None else None
+                self.entries[(bucket, key)] = Entry(
+                    bucket,
+                    key,
+                    vid,
+                    positions,
+                    added,
+                    attempts,
+                    place,  # type: ignore[arg-type]
+                )
         except Exception as exc:  # a torn or foreign file: start empty, the scanner covers
             log.warning("mrf: ignoring unreadable queue file %s: %s", self.path, exc)
 
@@ -136,7 +165,7 @@ class MRF(Worker):
         if not (self.path.parent / "format.json").exists():
             return  # its drive was wiped: a file there would keep the slot from being reused
         rows = [
-            [e.bucket, e.key, e.vid, e.positions, e.added, e.attempts]
+            [e.bucket, e.key, e.vid, e.positions, e.added, e.attempts, e.place]
             for e in self.entries.values()
         ]
         tmp = self.path.with_suffix(".tmp")

@@ -72,6 +72,7 @@ class Node:
         self._stopping = asyncio.Event()
         self._inflight = 0
         self.metrics = Metrics(self._metrics_state)
+        self.test_faults = None  # node/testfaults.py, only with SHARDFLEET_TEST_FAULTS=1
 
     # -- wiring -------------------------------------------------------------------------
     def _open_cluster(self) -> ObjectLayer:
@@ -128,13 +129,19 @@ class Node:
         """Writes that missed drives and reads that decoded around bad shards: counted and
         logged here until the healer's MRF queue takes them."""
 
-        def partial(bucket: str, key: str, vid: str, positions: list[int]) -> None:
+        def partial(
+            bucket: str,
+            key: str,
+            vid: str,
+            positions: list[int],
+            place: tuple[str, str] | None = None,
+        ) -> None:
             self.metrics.mrf.inc()
             log.warning(
                 "write missed drives: %s/%s version %s, positions %s", bucket, key, vid, positions
             )
             if (mrf := getattr(self, "mrf", None)) is not None:
-                mrf.add(bucket, key, vid, positions)
+                mrf.add(bucket, key, vid, positions, place=place)
 
         def degraded(bucket: str, key: str, vid: str, positions: list[int]) -> None:
             self.metrics.degraded.inc()
@@ -193,6 +200,8 @@ class Node:
                 self._inflight -= 1
 
         async def route(request: web.Request) -> web.StreamResponse:
+            if self.test_faults is not None and request.path == self.test_faults.path:
+                return await self.test_faults.handle(request)
             if request.path.startswith(ADMIN_PREFIX):
                 return await admin_api(
                     request,
@@ -325,6 +334,10 @@ class Node:
         if self.config.cluster is not None:
             await self._resolve_topology()
         self.layer = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._open)
+        if os.environ.get("SHARDFLEET_TEST_FAULTS") == "1":  # tests only: never imported else
+            from shardfleet.node import testfaults
+
+            self.test_faults = testfaults.install(self)
         if self.cluster is not None:
             await self.cluster.endpoint.start()
             await self.cluster.heartbeat.round()  # learn who is up before serving

@@ -147,3 +147,38 @@ def test_a_wiped_drive_with_leftovers_of_writes_in_flight_is_still_adopted(node)
     only_drives(node, [1, 3])
     for key, value in data.items():
         assert s3.get_object(Bucket="heal", Key=key)["Body"].read() == value, key
+
+
+def test_mrf_heals_parts_that_missed_a_drive_in_their_objects_set(node_factory):
+    """A part lives in its object's set, not in the set its own key would hash to: two
+    sets here (8 drives, 2+2), so a queue that looked in the wrong one would miss it."""
+    node = node_factory("eight", drives=8)
+    s3 = node.client()
+    s3.create_bucket(Bucket="heal")
+    stuck = [node.drive_path(i) / "tmp" for i in (4, 8)]  # one drive of each set
+    for tmp in stuck:
+        shutil.rmtree(tmp)
+        tmp.write_text("not a directory")  # parts written now miss these drives
+    uploads = {}
+    for n in range(4):
+        key = f"mp-{n}"
+        uid = s3.create_multipart_upload(Bucket="heal", Key=key)["UploadId"]
+        parts = [os.urandom(5 * MiB), os.urandom(1000 + n)]
+        done = [
+            {"PartNumber": i, "ETag": s3.upload_part(
+                Bucket="heal", Key=key, UploadId=uid, PartNumber=i, Body=body)["ETag"]}
+            for i, body in enumerate(parts, 1)
+        ]  # fmt: skip
+        uploads[key] = (uid, done, b"".join(parts))
+    for tmp in stuck:
+        tmp.unlink()
+        tmp.mkdir()
+    st = wait_done(node, 60)  # the queue alone: the scanner's first pass is a minute away
+    assert st["nodes"][0]["mrf"]["healed"] >= 8, st
+    for key, (uid, done, _) in uploads.items():
+        s3.complete_multipart_upload(
+            Bucket="heal", Key=key, UploadId=uid, MultipartUpload={"Parts": done}
+        )
+    only_drives(node, [1, 4, 5, 8])  # the drives the parts missed, and one other per set
+    for key, (_, _, value) in uploads.items():
+        assert s3.get_object(Bucket="heal", Key=key)["Body"].read() == value, key
