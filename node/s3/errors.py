@@ -6,7 +6,8 @@
     │       XAmzContentSHA256Mismatch, AuthorizationHeaderMalformed,
     │       AuthorizationQueryParametersError, EntityTooLarge, EntityTooSmall,
     │       InvalidPart, InvalidPartOrder, MetadataTooLarge, TooManyBuckets, RequestTimeout,
-    │       MissingContentLength (411), InvalidEncryptionAlgorithmError, InvalidStorageClass
+    │       MissingContentLength (411), InvalidEncryptionAlgorithmError, InvalidStorageClass,
+    │       MalformedPolicy
     ├── 403 AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch,
     │       RequestTimeTooSkewed, ExpiredToken
     ├── 404 NoSuchBucket, NoSuchKey, NoSuchUpload
@@ -88,6 +89,9 @@ MetadataTooLarge = _err(
 )
 TooManyBuckets = _err(
     "TooManyBuckets", 400, "You have attempted to create more buckets than allowed."
+)
+MalformedPolicy = _err(
+    "MalformedPolicy", 400, "Policies must be valid JSON and the first byte must be '{'"
 )
 InvalidStorageClass = _err(
     "InvalidStorageClass", 400, "The storage class you specified is not valid"
