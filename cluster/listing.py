@@ -28,6 +28,7 @@ from shardfleet.cluster.meta import ObjectMeta, is_deleted_packed, pick_agreed_p
 from shardfleet.cluster.quorum import fan_out
 
 MAX_BATCH = 1001  # one page of 1,000 keys and the one that says whether more follow
+MIN_BATCH = 128
 PAST = "\U0010ffff"  # sorts after every character a key can continue with
 
 
@@ -59,7 +60,9 @@ async def list_objects(
     if max_keys <= 0:
         return page
     k = eset.read_quorum
-    batch = min(max_keys + 1, MAX_BATCH) if not delimiter else MAX_BATCH
+    # never tiny batches: a run of tombstones (deleted keys, not yet collected) between
+    # live keys would otherwise cost one round of scans per two of them
+    batch = min(max(max_keys + 1, MIN_BATCH), MAX_BATCH) if not delimiter else MAX_BATCH
     marker = start_after
     current_cp = ""
     drives = eset.drives

@@ -89,7 +89,7 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
     hgo.add_argument("--bucket", help="only this bucket")
     hgo.add_argument("--deep", action="store_true", help="check every block's CRC32C")
     hgo.add_argument("--region", default="us-east-1")
-    top = asub.add_parser("top", help="live view of nodes, drives, sets and traffic")
+    top = asub.add_parser("top", help="live view of nodes, drives, sets, traffic and healing")
     top.add_argument(
         "--endpoint", action="append", help="node endpoint (repeatable; default 127.0.0.1:9000)"
     )

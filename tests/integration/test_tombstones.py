@@ -195,3 +195,22 @@ def test_below_quorum_a_key_is_503_and_a_listing_503_never_404_or_short(node_fac
     assert code(lambda: s3.get_object(Bucket=BUCKET, Key="b1")) == "ServiceUnavailable"
     assert code(lambda: s3.list_objects_v2(Bucket=BUCKET)) == "ServiceUnavailable"
     assert code(lambda: s3.get_object(Bucket=BUCKET, Key="never")) == "NoSuchKey"
+
+
+def test_listings_walk_past_many_tombstones(node):
+    s3 = node.client(retries={"max_attempts": 1})
+    s3.create_bucket(Bucket=BUCKET)
+    keys = [f"a/{i:04d}" for i in range(600)]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="z", Body=b"last")
+    for i in range(0, len(keys), 500):
+        batch = [{"Key": k} for k in keys[i : i + 500]]
+        s3.delete_objects(Bucket=BUCKET, Delete={"Objects": batch, "Quiet": True})
+    started = time.monotonic()
+    page = s3.list_objects_v2(Bucket=BUCKET, MaxKeys=1)
+    assert [o["Key"] for o in page["Contents"]] == ["z"] and not page["IsTruncated"]
+    assert time.monotonic() - started < 5
+    assert s3.list_objects_v2(Bucket=BUCKET, Delimiter="/").get("CommonPrefixes") is None
+    s3.delete_object(Bucket=BUCKET, Key="z")
+    s3.delete_bucket(Bucket=BUCKET)
