@@ -16,6 +16,8 @@ Suites (``--suite a,b``; default all, in this order), each bounded in time:
   priority    tests/bench/bench_priority.py: client PUT latency beside paced background calls
   heal        the default dev cluster, 1 GiB in 16 MiB objects, one drive of node 2 wiped: heal
               MiB/s and time to done, 1 MiB PUT/GET during healing vs. idle (>= 70%)
+  frozen      the default dev cluster with node 4 SIGSTOPped: 1 MiB PUT/GET latency through
+              nodes 1-3 vs. idle (issue 15: at most ~2.5 s extra, only in the first 5 s)
 
 Data always lives in temp dirs on the real disk (on tmpfs fsync is free and the numbers would
 flatter us); every process a suite starts is stopped and its data deleted, whatever happens.
@@ -49,6 +51,7 @@ from types import FrameType
 
 import suite_cluster
 import suite_costs
+import suite_frozen
 import suite_heal
 import suite_overhead
 import suite_priority
@@ -67,6 +70,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], SuiteResult]] = {
     "overhead": suite_overhead.run,
     "priority": suite_priority.run,
     "heal": suite_heal.run,
+    "frozen": suite_frozen.run,
 }
 
 
