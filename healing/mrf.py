@@ -113,6 +113,11 @@ class MRF(Worker):
                 results = []
             states = {r.state for r in results}
             self.bytes += sum(r.bytes for r in results)
+            if results and any(p in r.unreached for r in results for p in entry.positions):
+                # a drive it missed did not answer (a peer dead but not yet noticed): nothing
+                # was learnt, so neither done nor an attempt; _ready holds it from the moment
+                # the drive counts offline until it is back
+                continue
             if results and states <= {"ok", "healed", "absent", "collected"}:
                 self.healed += "healed" in states
                 del self.entries[name]

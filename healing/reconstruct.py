@@ -33,6 +33,7 @@ machine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -77,6 +78,9 @@ class HealResult:
     vid: str = ""
     healed: list[int] = field(default_factory=list)  # set positions rewritten
     failed: list[int] = field(default_factory=list)  # targets that could not be written
+    #: positions whose drive did not answer at all (offline, a dead peer not yet noticed, a
+    #: timeout): nothing is known about them, so a heal "ok" is not "ok" for them
+    unreached: list[int] = field(default_factory=list)
     bytes: int = 0  # shard bytes written
     detail: str = ""
 
@@ -94,6 +98,11 @@ class Unreadable(Exception):
     """Fewer than k good blocks of some stripe: the version cannot be rebuilt now."""
 
 
+#: one heal of a key at a time in this process (the MRF queue and the scanner meet on the
+#: same object: two rebuilds of one version would stage the same shard file on a drive)
+_healing: dict[tuple[int, str, str], asyncio.Lock] = {}
+
+
 async def heal_object(
     eset: ErasureSet,
     bucket: str,
@@ -104,11 +113,32 @@ async def heal_object(
     collect: Collect | None = None,
 ) -> HealResult:
     """Heals `key` on every online drive of `eset`; see the module docstring."""
+    name = (id(eset), bucket, key)
+    lock = _healing.setdefault(name, asyncio.Lock())
+    try:
+        async with lock:
+            return await _heal(eset, bucket, key, deep, skip, collect)
+    finally:
+        if not lock.locked() and _healing.get(name) is lock:
+            del _healing[name]
+
+
+async def _heal(
+    eset: ErasureSet,
+    bucket: str,
+    key: str,
+    deep: bool,
+    skip: Callable[[int], bool],
+    collect: Collect | None,
+) -> HealResult:
     drives = [d.background() for d in eset.drives]
     n, k = len(drives), eset.read_quorum
     result = HealResult(bucket, key)
     records, errors = await fan_out(
         [(lambda d=d: d.read_meta(bucket, key)) for d in drives], timeout=eset.timeouts.meta
+    )
+    result.unreached = sorted(
+        i for i, e in errors.items() if not isinstance(e, FileNotFound | VolumeNotFound)
     )
     meta = pick_agreed([r.meta for r in records.values()], k)
     if meta is None:

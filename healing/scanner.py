@@ -69,6 +69,7 @@ class Scanner(Worker):
         self.collect = collect or Collect()
         self.on_pass = on_pass
         self.collected = 0
+        self.unreached = 0  # objects checked while a drive of their set did not answer
         self.deep_every = deep_every
         self.rate = rate
         self.owns = owns
@@ -107,7 +108,7 @@ class Scanner(Worker):
         """One pass; returns the objects healed."""
         self.running, self.pass_deep = True, deep
         self.pass_started, self.pass_scanned = time.monotonic(), 0
-        began, failed_before = time.time(), self.failed
+        began, failed_before, unreached_before = time.time(), self.failed, self.unreached
         healed = 0
         covered: list[ErasureSet] = []
         try:
@@ -132,7 +133,8 @@ class Scanner(Worker):
         if healed:
             log.info("scanner: pass done, %d objects scanned, %d healed", self.pass_scanned, healed)
         if only is None:
-            self.on_pass(PassDone(covered, began, self.failed == failed_before))
+            clean = self.failed == failed_before and self.unreached == unreached_before
+            self.on_pass(PassDone(covered, began, clean))
         return healed
 
     async def _scan_set(self, eset: ErasureSet, bucket: str, deep: bool) -> int:
@@ -151,6 +153,7 @@ class Scanner(Worker):
                     self.failed += 1
                 else:
                     self.bytes += result.bytes
+                    self.unreached += bool(result.unreached)
                     if result.state == "healed":
                         healed += 1
                         self.healed += 1
@@ -187,6 +190,7 @@ class Scanner(Worker):
             "healed": self.healed,
             "failed": self.failed,
             "collected": self.collected,
+            "unreached": self.unreached,
             "bytes": self.bytes,
             "progress": progress,
             "eta_s": eta,
