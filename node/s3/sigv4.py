@@ -36,7 +36,6 @@ from shardfleet.node.s3.errors import (
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
-    ExpiredToken,
     InvalidArgument,
     InvalidRequest,
     S3Error,
@@ -48,7 +47,18 @@ SERVICE = "s3"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: X-Amz-Expires runs 1..604800 (a week: the signing key is valid that long). AWS refuses
+#: the rest with these words (each seen in S3 replies; MinIO and versitygw send the same):
+#: not a number / negative / over a week are 400 AuthorizationQueryParametersError, and 0
+#: parses but has expired on arrival (403 AccessDenied "Request has expired").
 MAX_PRESIGN_EXPIRES = 604800
+EXPIRES_NOT_A_NUMBER = "X-Amz-Expires should be a number"
+EXPIRES_NEGATIVE = "X-Amz-Expires must be non-negative"
+EXPIRES_TOO_LARGE = (
+    "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires "
+    "must be less than 604800 seconds"
+)
+_ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"  # how S3 writes <Expires> and <ServerTime>
 
 _STREAMING_MODES: dict[str, PayloadMode] = {
     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD": "STREAMING-SIGNED",
@@ -60,6 +70,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SIG64 = re.compile(r"[0-9a-f]{64}")
 _SCOPE_DATE = re.compile(r"\d{8}", re.ASCII)
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+_SIGNED_DECIMAL = re.compile(r"[+-]?[0-9]+")
 
 
 @lru_cache(maxsize=64)
@@ -280,6 +291,54 @@ def _verify_header(
     return AuthResult(access_key, mode, expected_sha, key, signature, amz_date, scope, False)
 
 
+def parse_presign_expires(text: str) -> int:
+    """X-Amz-Expires as S3 reads it: a (signed, 64-bit) decimal integer, then non-negative,
+    then at most a week; anything else is the AuthorizationQueryParametersError S3 sends.
+    0 passes here: a URL that lives 0 seconds is refused as expired (`check_presign_window`)."""
+    # the length check first: int() of a many-thousand-digit string is slow, or refused
+    if not _SIGNED_DECIMAL.fullmatch(text) or len(text.lstrip("+-").lstrip("0")) > 19:
+        raise AuthorizationQueryParametersError(EXPIRES_NOT_A_NUMBER)
+    seconds = int(text)
+    if not -(2**63) <= seconds < 2**63:
+        raise AuthorizationQueryParametersError(EXPIRES_NOT_A_NUMBER)
+    if seconds < 0:
+        raise AuthorizationQueryParametersError(EXPIRES_NEGATIVE)
+    if seconds > MAX_PRESIGN_EXPIRES:
+        raise AuthorizationQueryParametersError(EXPIRES_TOO_LARGE)
+    return seconds
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime(_ISO_SECONDS)
+
+
+def check_presign_window(when: float, expires: int, now: float, max_skew: float) -> None:
+    """A presigned URL is good from its X-Amz-Date (less the allowed clock skew) until
+    X-Amz-Date + X-Amz-Expires. Outside that, S3's 403 AccessDenied replies:
+
+        <Message>Request is not yet valid</Message><X-Amz-Date>1473415775000</X-Amz-Date>
+            <Expires>2016-09-12T10:09:35Z</Expires><ServerTime>2016-09-08T10:09:44Z</ServerTime>
+        <Message>Request has expired</Message><X-Amz-Expires>60</X-Amz-Expires>
+            <Expires>2018-03-29T11:17:34Z</Expires><ServerTime>2018-03-29T11:27:42Z</ServerTime>
+
+    (S3 really does write that X-Amz-Date as epoch milliseconds.) X-Amz-Expires=0 is
+    always expired: the documented range starts at 1."""
+    if when - now > max_skew:
+        raise AccessDenied(
+            "Request is not yet valid",
+            **{"X-Amz-Date": str(int(when) * 1000)},
+            Expires=_iso(when + expires),
+            ServerTime=_iso(now),
+        )
+    if expires == 0 or now > when + expires:
+        raise AccessDenied(
+            "Request has expired",
+            **{"X-Amz-Expires": str(expires)},
+            Expires=_iso(when + expires),
+            ServerTime=_iso(now),
+        )
+
+
 def _verify_presigned(
     req: RequestView,
     params: dict[str, str],
@@ -306,11 +365,7 @@ def _verify_presigned(
     when = parse_amz_date(amz_date)
     if when is None:
         raise err("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    if (
-        not (expires_text.isascii() and expires_text.isdigit())
-        or not 1 <= int(expires_text) <= MAX_PRESIGN_EXPIRES
-    ):
-        raise err("X-Amz-Expires must be an integer between 1 and 604800 seconds.")
+    expires = parse_presign_expires(expires_text)
     if not _SIG64.fullmatch(signature):
         raise err("X-Amz-Signature must be 64 lowercase hex characters.")
     signed_headers = _parse_signed_headers(signed, err)
@@ -320,13 +375,8 @@ def _verify_presigned(
     payload_hash = content_sha.strip() if content_sha is not None else UNSIGNED_PAYLOAD
     mode, expected_sha = _classify_payload(payload_hash)
     secret = secret_for(lookup_secret, access_key)
-    if when - now > max_skew:
-        raise skew_error(amz_date, now, max_skew)
-    if now > when + int(expires_text):
-        server = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-        raise ExpiredToken(
-            "Request has expired", **{"X-Amz-Expires": expires_text}, ServerTime=server
-        )
+    # time before signature (MinIO's order): an expired URL is "expired", however used
+    check_presign_window(when, expires, now, max_skew)
     key = _check_signature(
         req,
         secret=secret,

@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import re
 import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from unittest import mock
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import boto3
 import pytest
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from shardfleet.node.s3 import errors
+from shardfleet.node.s3 import errors, xml
+from shardfleet.node.s3.auth import parse_amz_date
 from shardfleet.node.s3.sigv4 import (
     EMPTY_SHA256,
+    EXPIRES_NEGATIVE,
+    EXPIRES_NOT_A_NUMBER,
+    EXPIRES_TOO_LARGE,
     RequestView,
     canonical_query,
     canonical_uri,
+    check_presign_window,
+    parse_presign_expires,
     verify_request,
 )
 
 AK, SECRET = "AKIDSHARDFLEET", "s3cr3t/with+odd=chars"
 KEYS = {AK: SECRET, "AKIAIOSFODNN7EXAMPLE": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
 ENDPOINT = "http://127.0.0.1:9000"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def view_of(method: str, url: str, headers: dict[str, str | bytes]) -> RequestView:
@@ -290,16 +304,32 @@ def test_presigned_urls_verify(key: str) -> None:
     assert verify(view_of("PUT", put, {})).presigned
 
 
-def test_presigned_expiry_and_tampering() -> None:
-    url = presigner().generate_presigned_url(  # type: ignore[attr-defined]
-        "get_object", Params={"Bucket": "bk", "Key": "k"}, ExpiresIn=60
+def presigned_view(
+    method: str = "GET", expires: int = 60, key: str = "k", region: str = "us-east-1"
+) -> RequestView:
+    """What botocore puts on the wire for a presigned `method` URL, used with `method`."""
+    op = {"GET": "get_object", "PUT": "put_object", "HEAD": "head_object"}[method]
+    url = presigner(region).generate_presigned_url(  # type: ignore[attr-defined]
+        op, Params={"Bucket": "bk", "Key": key}, ExpiresIn=expires, HttpMethod=method
     )
-    view = view_of("GET", url, {})
-    verify(view, now=time.time() + 30)
-    with pytest.raises(errors.ExpiredToken):
-        verify(view, now=time.time() + 120)
-    with pytest.raises(errors.RequestTimeTooSkewed):
-        verify(view, now=time.time() - 3600)
+    return view_of(method, url, {})
+
+
+def signed_at(view: RequestView) -> float:
+    when = parse_amz_date(dict(view.query)["X-Amz-Date"])
+    assert when is not None
+    return when
+
+
+def test_presigned_expiry_and_tampering() -> None:
+    view = presigned_view(expires=60)
+    when = signed_at(view)
+    verify(view, now=when + 30)
+    verify(view, now=when + 60)  # the last second is still good
+    with pytest.raises(errors.AccessDenied, match="^AccessDenied: Request has expired$"):
+        verify(view, now=when + 61)
+    # signed in the past, used later: a presigned URL has no 15-minute window, only Expires
+    verify(presigned_view(expires=604800), now=when + 604000)
     with pytest.raises(errors.SignatureDoesNotMatch):
         verify(RequestView("GET", "/bk/other", view.query, view.headers))
     tampered = [(n, "120" if n == "X-Amz-Expires" else v) for n, v in view.query]
@@ -310,12 +340,233 @@ def test_presigned_expiry_and_tampering() -> None:
         verify(RequestView("GET", view.raw_path, extra, view.headers))
 
 
+def test_presigned_expired_error_reads_as_s3s() -> None:
+    """<X-Amz-Expires>, <Expires> (X-Amz-Date + X-Amz-Expires) and <ServerTime>, in S3's
+    order and format, and the class is AccessDenied itself (code AccessDenied, 403)."""
+    view = presigned_view(expires=60)
+    when = signed_at(view)
+    with pytest.raises(errors.AccessDenied) as exc:
+        verify(view, now=when + 3600.5)
+    err = exc.value
+    assert type(err) is errors.AccessDenied and (err.code, err.status) == ("AccessDenied", 403)
+    assert err.message == "Request has expired"
+    assert list(err.extra) == ["X-Amz-Expires", "Expires", "ServerTime"]
+    assert err.extra["X-Amz-Expires"] == "60"
+    assert err.extra["Expires"] == iso(when + 60)
+    assert err.extra["ServerTime"] == iso(when + 3600)
+    body = ET.fromstring(xml.error(err.code, err.message, "/bk/k", "RID", err.extra))
+    assert [c.tag for c in body] == [
+        "Code",
+        "Message",
+        "X-Amz-Expires",
+        "Expires",
+        "ServerTime",
+        "Resource",
+        "RequestId",
+    ]
+    assert body.findtext("Code") == "AccessDenied"
+    assert body.findtext("Expires") == iso(when + 60)
+
+
+def test_presigned_not_yet_valid() -> None:
+    """X-Amz-Date ahead of the server by more than the allowed skew: S3's AccessDenied
+    "Request is not yet valid", with X-Amz-Date written as epoch milliseconds."""
+    view = presigned_view(expires=3600)
+    when = signed_at(view)
+    verify(view, now=when - 800)  # a client clock a little fast is tolerated
+    with pytest.raises(errors.AccessDenied) as exc:
+        verify(view, now=when - 86400)
+    err = exc.value
+    assert type(err) is errors.AccessDenied
+    assert err.message == "Request is not yet valid"
+    assert err.extra == {
+        "X-Amz-Date": str(int(when) * 1000),
+        "Expires": iso(when + 3600),
+        "ServerTime": iso(when - 86400),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1", 1), ("0", 0), ("-0", 0), ("604800", 604800), ("+5", 5), ("007", 7), ("0" * 40 + "9", 9)],
+)
+def test_parse_presign_expires_accepts(text: str, seconds: int) -> None:
+    assert parse_presign_expires(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", EXPIRES_NOT_A_NUMBER),
+        ("", EXPIRES_NOT_A_NUMBER),
+        ("1.5", EXPIRES_NOT_A_NUMBER),
+        ("1e3", EXPIRES_NOT_A_NUMBER),
+        ("0x10", EXPIRES_NOT_A_NUMBER),
+        (" 5", EXPIRES_NOT_A_NUMBER),
+        ("5 ", EXPIRES_NOT_A_NUMBER),
+        ("5\n", EXPIRES_NOT_A_NUMBER),
+        ("1_000", EXPIRES_NOT_A_NUMBER),
+        ("+-5", EXPIRES_NOT_A_NUMBER),
+        ("-abc", EXPIRES_NOT_A_NUMBER),
+        ("\u0663", EXPIRES_NOT_A_NUMBER),  # a non-ASCII digit
+        ("9223372036854775808", EXPIRES_NOT_A_NUMBER),  # past a 64-bit integer
+        ("-9223372036854775809", EXPIRES_NOT_A_NUMBER),
+        ("9" * 5000, EXPIRES_NOT_A_NUMBER),
+        ("-1", EXPIRES_NEGATIVE),
+        ("-604801", EXPIRES_NEGATIVE),
+        ("-9223372036854775808", EXPIRES_NEGATIVE),
+        ("604801", EXPIRES_TOO_LARGE),
+        ("9223372036854775807", EXPIRES_TOO_LARGE),
+    ],
+)
+def test_parse_presign_expires_refuses(text: str, message: str) -> None:
+    with pytest.raises(errors.AuthorizationQueryParametersError) as exc:
+        parse_presign_expires(text)
+    assert exc.value.message == message and exc.value.status == 400
+
+
+def test_aws_wording_of_expires_errors() -> None:
+    assert EXPIRES_NOT_A_NUMBER == "X-Amz-Expires should be a number"
+    assert EXPIRES_NEGATIVE == "X-Amz-Expires must be non-negative"
+    assert EXPIRES_TOO_LARGE == (
+        "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+        "X-Amz-Expires must be less than 604800 seconds"
+    )
+
+
+def test_check_presign_window() -> None:
+    t = 1_700_000_000.0
+    check_presign_window(t, 1, t + 1, 900)
+    check_presign_window(t, 1, t - 900, 900)
+    with pytest.raises(errors.AccessDenied, match="^AccessDenied: Request has expired$"):
+        check_presign_window(t, 1, t + 1.001, 900)
+    with pytest.raises(errors.AccessDenied, match="^AccessDenied: Request is not yet valid$"):
+        check_presign_window(t, 1, t - 900.5, 900)
+    # 0 seconds is never valid, not even in the second it was signed, nor a bit before
+    for now in (t - 10, t, t + 0.5):
+        with pytest.raises(errors.AccessDenied, match="^AccessDenied: Request has expired$") as exc:
+            check_presign_window(t, 0, now, 900)
+        assert exc.value.extra["X-Amz-Expires"] == "0"
+        assert exc.value.extra["Expires"] == iso(t)
+
+
+def hand_presigned(method: str, expires: str, at: datetime | None = None) -> RequestView:
+    """A correctly signed presigned URL with any X-Amz-Expires text, signed at `at`:
+    botocore's own query signer (boto3's CRT signer refuses ExpiresIn <= 0 client-side)."""
+    req = AWSRequest(method=method, url=ENDPOINT + "/bk/k")
+    auth = S3SigV4QueryAuth(Credentials(AK, SECRET), "s3", "us-east-1", expires=expires)
+    if at is None:
+        auth.add_auth(req)
+    else:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+            auth.add_auth(req)
+    return view_of(method, req.prepare().url, {})
+
+
+EXPIRES_CASES = [
+    ("0", errors.AccessDenied, "Request has expired"),
+    ("-1", errors.AuthorizationQueryParametersError, EXPIRES_NEGATIVE),
+    ("-3600", errors.AuthorizationQueryParametersError, EXPIRES_NEGATIVE),
+    ("604801", errors.AuthorizationQueryParametersError, EXPIRES_TOO_LARGE),
+    ("1000000000", errors.AuthorizationQueryParametersError, EXPIRES_TOO_LARGE),
+    ("abc", errors.AuthorizationQueryParametersError, EXPIRES_NOT_A_NUMBER),
+    ("", errors.AuthorizationQueryParametersError, EXPIRES_NOT_A_NUMBER),
+]
+
+
+@pytest.mark.parametrize(("expires", "error", "message"), EXPIRES_CASES)
+@pytest.mark.parametrize("method", ["GET", "PUT", "HEAD", "DELETE"])
+def test_signed_urls_with_out_of_range_expires(
+    method: str, expires: str, error: type[errors.S3Error], message: str
+) -> None:
+    view = hand_presigned(method, expires)
+    assert dict(view.query)["X-Amz-Expires"] == expires
+    with pytest.raises(error) as exc:
+        verify(view, now=signed_at(view) + 0.5)
+    assert type(exc.value) is error and exc.value.message == message
+    assert exc.value.status == (403 if error is errors.AccessDenied else 400)
+    assert verify(hand_presigned(method, "60")).presigned  # the same URL, in range, is good
+
+
+@pytest.mark.parametrize("expires", [604801, 10**9])
+def test_boto3_signs_over_a_week_and_gets_s3s_answer(expires: int) -> None:
+    for method in ("GET", "PUT", "HEAD"):
+        view = presigned_view(method, expires=expires)
+        assert dict(view.query)["X-Amz-Expires"] == str(expires)
+        with pytest.raises(
+            errors.AuthorizationQueryParametersError, match=re.escape(EXPIRES_TOO_LARGE)
+        ):
+            verify(view)
+
+
+def test_hand_signed_expired_url() -> None:
+    """Signed two hours ago for an hour: expired, with S3's elements."""
+    at = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=2)
+    view = hand_presigned("GET", "3600", at=at)
+    when = signed_at(view)
+    now = time.time()
+    with pytest.raises(errors.AccessDenied) as exc:
+        verify(view, now=now)
+    assert exc.value.extra == {
+        "X-Amz-Expires": "3600",
+        "Expires": iso(when + 3600),
+        "ServerTime": iso(now),
+    }
+
+
+@pytest.mark.parametrize("expires", [1, 604800])
+def test_boto3_urls_at_the_edges_verify(expires: int) -> None:
+    for method in ("GET", "PUT", "HEAD"):
+        view = presigned_view(method, expires=expires)
+        assert verify(view, now=signed_at(view) + expires).presigned
+
+
+@pytest.mark.parametrize(
+    ("signed_for", "used_with"),
+    [
+        ("GET", "PUT"),
+        ("GET", "DELETE"),
+        ("GET", "HEAD"),
+        ("PUT", "GET"),
+        ("PUT", "POST"),
+        ("HEAD", "GET"),
+    ],
+)
+def test_presigned_url_used_with_another_method(signed_for: str, used_with: str) -> None:
+    """The method is the first line of the canonical request: SignatureDoesNotMatch, and
+    the CanonicalRequest S3 echoes back carries the method actually used."""
+    view = presigned_view(signed_for)
+    other = RequestView(used_with, view.raw_path, view.query, view.headers)
+    with pytest.raises(errors.SignatureDoesNotMatch) as exc:
+        verify(other)
+    assert exc.value.extra["CanonicalRequest"].startswith(used_with + "\n")
+    assert verify(view).presigned
+
+
+def test_presigned_checks_run_before_the_signature() -> None:
+    """A bad X-Amz-Expires is reported as such even though changing it also broke the
+    signature; an expired URL is "expired" whichever method it is used with."""
+    view = presigned_view(expires=60)
+    for value, message in [
+        ("abc", EXPIRES_NOT_A_NUMBER),
+        ("-1", EXPIRES_NEGATIVE),
+        ("604801", EXPIRES_TOO_LARGE),
+    ]:
+        query = [(n, value if n == "X-Amz-Expires" else v) for n, v in view.query]
+        with pytest.raises(errors.AuthorizationQueryParametersError, match=re.escape(message)):
+            verify(RequestView("PUT", view.raw_path, query, view.headers))
+    with pytest.raises(errors.AccessDenied, match="^AccessDenied: Request has expired$"):
+        verify(
+            RequestView("PUT", view.raw_path, view.query, view.headers), now=signed_at(view) + 61
+        )
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("X-Amz-Expires", "0"),
         ("X-Amz-Expires", "604801"),
         ("X-Amz-Expires", "abc"),
+        ("X-Amz-Expires", "-5"),
         ("X-Amz-Algorithm", "AWS4-HMAC-SHA1"),
         ("X-Amz-Date", "2013-05-24"),
         ("X-Amz-Credential", "AK/20130524/us-east-1/s3"),
@@ -323,13 +574,11 @@ def test_presigned_expiry_and_tampering() -> None:
     ],
 )
 def test_presigned_malformed(name: str, value: str) -> None:
-    url = presigner().generate_presigned_url(  # type: ignore[attr-defined]
-        "get_object", Params={"Bucket": "bk", "Key": "k"}, ExpiresIn=60
-    )
-    view = view_of("GET", url, {})
+    view = presigned_view()
     query = [(n, value if n == name else v) for n, v in view.query]
-    with pytest.raises(errors.AuthorizationQueryParametersError):
+    with pytest.raises(errors.AuthorizationQueryParametersError) as exc:
         verify(RequestView("GET", view.raw_path, query, view.headers))
+    assert exc.value.status == 400
 
 
 def test_presigned_wrong_region_and_double_auth() -> None:
