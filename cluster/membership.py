@@ -11,7 +11,8 @@ time it is, and decides each peer's state:
 
 A node that does not see a majority refuses writes (503): it may be the one cut off, and
 it cannot make a write durable where the rest of the cluster would find it.
-`Heartbeat` is the thin asyncio loop that pings every peer each `interval`.
+`Heartbeat` is the thin asyncio loop that pings every peer each `interval`; peers that
+are not alive sooner, and a peer the transport saw restart or come back at once (`probe`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,11 @@ class Heartbeat:
     """Pings every peer each interval and feeds the view; runs until stopped."""
 
     RETRY_FIRST = 0.2  # seconds before a peer that is not alive is pinged again
+    # The ping bounds itself by ping_timeout; this backstop is later, so that the ping's
+    # own timeout fires first: the transport then knows the call timed out on a silent
+    # connection and drops it (cancelled from outside at the same instant, it could not
+    # tell, and every later ping waited on the dead connection until its idle timeout).
+    BACKSTOP_GRACE = 1.0
 
     def __init__(
         self, view: MembershipView, ping: Ping, clock: Callable[[], float] = time.monotonic
@@ -160,14 +166,14 @@ class Heartbeat:
         self._ping = ping
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Task[None]] = {}
         self.rounds = 0
         self.on_alive: list[Callable[[str], None]] = []  # called when a peer comes (back)
 
     async def _one(self, peer: str) -> None:
+        timeout = self.view.config.ping_timeout
         try:
-            await asyncio.wait_for(
-                self._ping(peer, self.view.config.ping_timeout), self.view.config.ping_timeout
-            )
+            await asyncio.wait_for(self._ping(peer, timeout), timeout + self.BACKSTOP_GRACE)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -178,13 +184,32 @@ class Heartbeat:
     async def round(self, peers: list[str] | None = None) -> None:
         """Pings `peers` (default: every peer) and applies what changed."""
         await asyncio.gather(*(self._one(p) for p in (self.view.peers if peers is None else peers)))
+        self._apply()
+        self.rounds += 1
+
+    def _apply(self) -> None:
         for peer, old, new in self.view.tick(self._clock()):
             level = logging.INFO if new is PeerState.ALIVE else logging.WARNING
             log.log(level, "node %s: %s -> %s", peer, old, new)
             if new is PeerState.ALIVE:
                 for hook in self.on_alive:
                     hook(peer)
-        self.rounds += 1
+
+    def probe(self, peer: str) -> None:
+        """Pings `peer` now, outside the schedule: the transport saw it restart or come
+        back (a new connection from it), so it is alive here as soon as it answers, not
+        at the next retry or round. At most one probe per peer at a time."""
+        if self._task is None or self._task.done() or peer not in self.view.peers:
+            return
+        if peer in self._probes:
+            return
+        task = asyncio.get_running_loop().create_task(self._probe(peer), name=f"probe:{peer}")
+        self._probes[peer] = task
+        task.add_done_callback(lambda t: self._probes.pop(peer, None))
+
+    async def _probe(self, peer: str) -> None:
+        await self._one(peer)
+        self._apply()
 
     async def run(self) -> None:
         """A round every `interval`; in between, peers that are not alive are pinged again
@@ -208,7 +233,9 @@ class Heartbeat:
         self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._probes.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task

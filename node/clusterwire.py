@@ -356,4 +356,7 @@ def build(
     runtime.save_topology()
     runtime.register_handlers()
     runtime.heartbeat = Heartbeat(view, runtime.send_ping)
+    # a peer that restarted (or reconnected to us while we backed off from it) is pinged at
+    # once, over a fresh connection: alive here within a round trip, not after a timeout
+    endpoint.on_peer_up.append(runtime.heartbeat.probe)
     return runtime

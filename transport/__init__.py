@@ -3,7 +3,7 @@
 Imports nothing of ours. The public surface, all re-exported here:
 
     RpcEndpoint(node_id=, tls=, host=, port=, config=)  .register .start .call .open_stream
-                                                         .peer_state .close
+                                                         .peer_state .close .on_peer_up
     Peer, PeerState, Request, Response, Reply, StreamCall, TransportConfig
     create_ca, issue_node_cert, load_identity, TlsFiles, CaFiles
     TransportError > ConnectFailed, AuthFailed, RpcTimeout, PeerGone, RemoteError, ...

@@ -10,8 +10,8 @@ path alone). So TLS proves the *server* to the client, and this module proves th
 
 The exchange, on the first server-initiated bidirectional stream (the "auth stream")::
 
-    server -> client  HEADER {a: "challenge", c: 32 random bytes, n: server node id}
-    client -> server  HEADER {a: "proof", n: client node id, chain: [DER...], sig: ...} END
+    server -> client  HEADER {a: "challenge", c: 32 random bytes, n: server node id, b: boot}
+    client -> server  HEADER {a: "proof", n: client node id, chain: [DER...], sig: ..., b: boot} END
     server -> client  HEADER {a: "ok", n: client node id} END          (or closes)
 
 The signature covers ``LABEL | challenge | server id | client id | binding`` (each
@@ -22,6 +22,13 @@ another server (the server id is inside). The server checks the chain against it
 cluster CA (dates, usage, CA identity), the signature with the leaf's key, and that the
 claimed id is the certificate's node id. Until the "ok", the server serves nothing: any
 other stream closes the connection, and so does silence past the auth timeout.
+
+`b` (optional, up to 32 bytes) is each end's boot id: random per endpoint, so per node
+process. It tells a node that a peer restarted (a new boot id under the same node id) and
+that its connections to the old process are dead (see `RpcEndpoint`). It needs no
+signature: it travels inside this TLS connection, next to (client) or before (server) the
+proof that authenticates the connection, and is used only once the proof checked out.
+An end that sends none (an older release) is never taken for restarted.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from shardfleet.transport.tls import NodeIdentity, verify_chain
 LABEL = b"shardfleet-rpc-auth-v1"
 CHALLENGE_SIZE = 32
 MAX_AUTH_MESSAGE = 64 * 1024
+MAX_BOOT_ID = 32
 _U16 = struct.Struct(">H")
 
 
@@ -101,6 +109,12 @@ def verify_proof(
     return cert_id
 
 
+def boot_of(fields: dict[str, Any]) -> bytes | None:
+    """The boot id an auth message carries, if well-formed."""
+    boot = fields.get("b")
+    return boot if isinstance(boot, bytes) and 0 < len(boot) <= MAX_BOOT_ID else None
+
+
 class _AuthReader:
     """Collects the HEADER frames of the auth stream, bounded in size."""
 
@@ -145,17 +159,23 @@ class ServerAuth:
         binding: bytes,
         challenge: bytes | None = None,
         now: dt.datetime | None = None,
+        boot: bytes = b"",
     ) -> None:
         self.server_id = server_id
         self.challenge = challenge if challenge is not None else os.urandom(CHALLENGE_SIZE)
         self.peer_id: str | None = None
+        self.peer_boot: bytes | None = None  # the client's boot id, once authenticated
+        self._boot = boot
         self._ca_cert = ca_cert
         self._binding = binding
         self._now = now
         self._reader = _AuthReader()
 
     def challenge_bytes(self) -> bytes:
-        return encode_header({"a": "challenge", "c": self.challenge, "n": self.server_id})
+        fields: dict[str, Any] = {"a": "challenge", "c": self.challenge, "n": self.server_id}
+        if self._boot:
+            fields["b"] = self._boot
+        return encode_header(fields)
 
     def feed(self, data: bytes) -> bytes | None:
         if self.peer_id is not None:
@@ -173,6 +193,7 @@ class ServerAuth:
             ca_cert=self._ca_cert,
             now=self._now,
         )
+        self.peer_boot = boot_of(heads[0])
         return encode_header({"a": "ok", "n": self.peer_id}) + encode_end()
 
 
@@ -184,10 +205,14 @@ class ClientAuth:
     server than the one TLS verified, or the server says anything but ok.
     """
 
-    def __init__(self, *, identity: NodeIdentity, server_id: str, binding: bytes) -> None:
+    def __init__(
+        self, *, identity: NodeIdentity, server_id: str, binding: bytes, boot: bytes = b""
+    ) -> None:
         self.identity = identity
         self.server_id = server_id
         self.done = False
+        self.peer_boot: bytes | None = None  # the server's boot id, from its challenge
+        self._boot = boot
         self._binding = binding
         self._answered = False
         self._reader = _AuthReader()
@@ -214,5 +239,8 @@ class ClientAuth:
         me = self.identity.node_id
         sig = sign(self.identity, signed_message(challenge, server_id, me, self._binding))
         self._answered = True
+        self.peer_boot = boot_of(head)
         proof = {"a": "proof", "n": me, "chain": self.identity.chain_der, "sig": sig}
+        if self._boot:
+            proof["b"] = self._boot
         return encode_header(proof, max_size=MAX_AUTH_MESSAGE) + encode_end()

@@ -46,8 +46,11 @@ _CLIENT_AUTH_STREAM = 1  # the first server-initiated bidirectional stream
 class ConnectionOwner(Protocol):
     config: TransportConfig
     identity: NodeIdentity
+    boot: bytes  # this end's boot id, sent on the auth stream (`transport.auth`)
 
     def dispatch(self, conn: RpcConnection, stream: StreamIO, head: RequestHead) -> None: ...
+
+    def connection_authenticated(self, conn: RpcConnection) -> None: ...
 
     def connection_lost(self, conn: RpcConnection) -> None: ...
 
@@ -71,6 +74,7 @@ class RpcConnection(QuicConnectionProtocol):
         self.is_client = server_id is not None
         # client: the server's node id (verified by TLS); server: set by authentication
         self.peer_id: str | None = server_id
+        self.peer_boot: bytes | None = None  # the peer process's boot id, once authenticated
         self.authenticated = False
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.ready.add_done_callback(_retrieve)
@@ -213,12 +217,18 @@ class RpcConnection(QuicConnectionProtocol):
         if self.is_client:
             assert self.peer_id is not None
             self._client_auth = ClientAuth(
-                identity=identity, server_id=self.peer_id, binding=self.quic.binding
+                identity=identity,
+                server_id=self.peer_id,
+                binding=self.quic.binding,
+                boot=self.owner.boot,
             )
             self._auth_stream = _CLIENT_AUTH_STREAM
         else:
             self._server_auth = ServerAuth(
-                server_id=identity.node_id, ca_cert=identity.ca_cert, binding=self.quic.binding
+                server_id=identity.node_id,
+                ca_cert=identity.ca_cert,
+                binding=self.quic.binding,
+                boot=self.owner.boot,
             )
             self._auth_stream = self.quic.get_next_available_stream_id()
             self.quic.send_stream_data(self._auth_stream, self._server_auth.challenge_bytes())
@@ -261,18 +271,22 @@ class RpcConnection(QuicConnectionProtocol):
                 reply = self._server_auth.feed(data)
                 if reply is not None:
                     self.peer_id = self._server_auth.peer_id
+                    self.peer_boot = self._server_auth.peer_boot
                     self.authenticated = True
                     self.log = logging.LoggerAdapter(log, {"peer": self.peer_id})
                     self.quic.send_stream_data(sid, reply, end_stream=True)
                     self.ready.set_result(None)
                     self.log.debug("client authenticated as %s", self.peer_id)
+                    self.owner.connection_authenticated(self)
             elif self._client_auth is not None:
                 proof = self._client_auth.feed(data)
                 if proof is not None:
                     self.quic.send_stream_data(sid, proof, end_stream=True)
                 if self._client_auth.done and not self.authenticated:
                     self.authenticated = True
+                    self.peer_boot = self._client_auth.peer_boot
                     self.ready.set_result(None)
+                    self.owner.connection_authenticated(self)
         except AuthFailed as exc:
             self.log.warning("authentication failed: %s", exc)
             self.close_with(CLOSE_AUTH_FAILED, str(exc)[:200])

@@ -18,6 +18,13 @@ This is the only module that awaits the network. Shape of the traffic:
   (keepalive pings). A call that times out on a connection that has been silent since
   the call began closes that connection, so the next call reconnects (a crashed and
   restarted peer does not know our connection and never answers it).
+- Restarts: each endpoint has a random boot id, exchanged on every connection's auth
+  stream (`transport.auth`). A connection authenticated with a new boot id for a peer
+  means the peer restarted: every other connection to or from that peer's old process is
+  closed at once (they are dead: the new process knows none of them, and a call on one
+  would wait for its timeout), the reconnect backoff for the peer is cleared, and the
+  `on_peer_up` callbacks run (membership pings the peer at once). An inbound connection
+  from a peer we are backing off from clears the backoff and runs them too: it is up.
 - Cancelling a call (asyncio cancel, timeout, `StreamCall.cancel`, an unread `Reply`
   dropped) resets its stream both ways; the server cancels the handler's task.
 
@@ -34,8 +41,10 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.asyncio.server import QuicServer
@@ -175,6 +184,10 @@ class RpcEndpoint:
         self._inbound: set[RpcConnection] = set()
         self._call_ids = itertools.count(1)
         self._closed = False
+        self.boot = os.urandom(8)  # this endpoint's boot id (one per node process)
+        self._boots: dict[str, bytes] = {}  # peer node id -> its newest boot id seen
+        #: called with a peer's node id when it restarted or came back (see the docstring)
+        self.on_peer_up: list[Callable[[str], None]] = []
 
     # -- server --------------------------------------------------------------------------
     def register(self, method: str, handler: Handler) -> None:
@@ -233,6 +246,38 @@ class RpcEndpoint:
         stream.on_abort = task.cancel
         if head.flags & FLAG_BACKGROUND and self.background_pacer.enabled:
             stream.pacer = self.background_pacer  # the reply body we send is paced
+
+    def connection_authenticated(self, conn: RpcConnection) -> None:
+        """Called by a connection once both ends are proven: notices peer restarts."""
+        node, boot = conn.peer_id, conn.peer_boot
+        if node is None or boot is None:
+            return  # a peer of a release without boot ids: never taken for restarted
+        known = self._boots.get(node)
+        self._boots[node] = boot
+        restarted = known is not None and known != boot
+        backoffs = [b for p, b in self._backoff.items() if p.node_id == node]
+        if not restarted and (conn.is_client or not any(b.failures for b in backoffs)):
+            return
+        if restarted:
+            stale = [
+                c
+                for c in [*self._outbound.values(), *self._inbound]
+                if c is not conn and c.peer_id == node and c.peer_boot != boot
+            ]
+            log.info(
+                "%s restarted: closing %d connection(s) to its previous process", node, len(stale)
+            )
+            for c in stale:
+                c.close_with(CLOSE_NORMAL, "peer restarted")
+        else:
+            log.info("%s connected to us: retrying it without backoff", node)
+        for backoff in backoffs:
+            backoff.succeeded()
+        for hook in list(self.on_peer_up):
+            try:
+                hook(node)
+            except Exception:
+                log.exception("on_peer_up callback failed for %s", node)
 
     def connection_lost(self, conn: RpcConnection) -> None:
         self._inbound.discard(conn)

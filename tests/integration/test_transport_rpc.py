@@ -393,6 +393,56 @@ async def test_crashed_peer_restart_reconnects_after_one_timeout(endpoints, clie
     assert reply.header["count"] == 1
 
 
+async def test_restarted_peer_that_calls_us_gets_fresh_connections(endpoints, app):
+    """A crashed peer, started again, connects to us (its heartbeat, say) with a new boot
+    id: our connections to its previous process are closed at once and `on_peer_up` runs,
+    so our next call reconnects instead of timing out on the dead connection first."""
+    us = await endpoints("client-node", app=App())
+    server = await endpoints("server-node", app=app)
+    peer = Peer("server-node", "127.0.0.1", server.port)
+    await us.call(peer, "count", {}, timeout=5)
+    await us.call(peer, "count", {}, timeout=5, background=True)  # both lanes connected
+    server._server_transport.close()  # the process "dies": no goodbye
+    await asyncio.sleep(0.05)
+    restarted = await endpoints("server-node", port=peer.port, app=App())
+    ups: list[str] = []
+    us.on_peer_up.append(ups.append)
+    await restarted.call(Peer("client-node", "127.0.0.1", us.port), "count", {}, timeout=5)
+    assert ups == ["server-node"]
+    started = time.monotonic()
+    assert (await us.call(peer, "count", {}, timeout=1.0)).header["count"] == 1
+    assert (await us.call(peer, "count", {}, timeout=1.0, background=True)).header["count"] == 2
+    assert time.monotonic() - started < 0.5
+    # the same process connecting again is no restart
+    await restarted.call(Peer("client-node", "127.0.0.1", us.port), "count", {}, timeout=5)
+    assert ups == ["server-node"]
+
+
+async def test_peer_that_connects_to_us_ends_our_backoff(endpoints, pki):
+    """While we back off from a peer that was down, its own connection to us proves it up:
+    the backoff ends and the next call connects at once."""
+    import socket
+
+    slow_retry = TransportConfig(
+        auth_timeout=1.0, reconnect_backoff_base=30.0, reconnect_backoff_max=30.0
+    )
+    us = await endpoints("client-node", config=slow_retry, app=App())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    peer = Peer("server-node", "127.0.0.1", port)
+    with pytest.raises(ConnectFailed):
+        await us.call(peer, "count", {}, timeout=5)
+    with pytest.raises(ConnectFailed, match="next attempt"):
+        await us.call(peer, "count", {}, timeout=5)
+    ups: list[str] = []
+    us.on_peer_up.append(ups.append)
+    server = await endpoints("server-node", port=port, app=App())
+    await server.call(Peer("client-node", "127.0.0.1", us.port), "count", {}, timeout=5)
+    assert ups == ["server-node"]
+    assert (await us.call(peer, "count", {}, timeout=2)).header["count"] == 1
+
+
 async def test_slow_reader_bounds_the_sender(endpoints, pki):
     """A handler that reads slowly: the client's unacknowledged bytes and the server's
     queued bytes stay within their windows, and the transfer still completes."""

@@ -98,3 +98,66 @@ async def test_a_peer_that_was_not_up_yet_is_retried_within_the_interval():
         assert pings == {"b": 2, "c": 1}  # only the peer that was not alive was asked again
     finally:
         await heartbeat.stop()
+
+
+async def test_the_pings_own_timeout_fires_before_the_heartbeats_backstop():
+    """The transport drops a connection that stayed silent through a call's timeout (a
+    crashed and restarted peer never answers it); cancelled from outside at the same
+    instant instead, the call cannot tell, and every later ping waited on the dead
+    connection. So the ping must see its own TimeoutError, not a CancelledError."""
+    import asyncio
+    import time
+
+    from shardfleet.cluster.membership import Heartbeat
+
+    config = MembershipConfig(interval=5.0, offline_after=30.0, ping_timeout=0.2)
+    view = MembershipView("a", ["a", "b"], config, now=time.monotonic())
+    seen: list[str] = []
+
+    async def ping(peer: str, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.sleep(10)  # a peer that never answers
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    await Heartbeat(view, ping).round()
+    assert seen == ["TimeoutError"]
+    assert not view.is_alive("b")
+
+
+async def test_probe_pings_a_peer_at_once_outside_the_schedule():
+    """The transport saw a peer restart: it is pinged at once, not at the next round."""
+    import asyncio
+    import time
+
+    from shardfleet.cluster.membership import Heartbeat
+
+    config = MembershipConfig(interval=60.0, offline_after=30.0, ping_timeout=1.0)
+    view = MembershipView("a", ["a", "b"], config, now=time.monotonic())
+    up = False
+    pings = 0
+
+    async def ping(peer: str, timeout: float) -> None:
+        nonlocal pings
+        pings += 1
+        if not up:
+            raise ConnectionRefusedError("down")
+
+    heartbeat = Heartbeat(view, ping)
+    heartbeat.RETRY_FIRST = 30.0  # no retry comes before the 60 s round
+    heartbeat.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert pings == 1 and not view.is_alive("b")
+        up = True
+        heartbeat.probe("b")
+        heartbeat.probe("b")  # one probe at a time
+        heartbeat.probe("nobody")  # not a peer: ignored
+        deadline = time.monotonic() + 2.0
+        while not view.is_alive("b") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert view.is_alive("b") and pings == 2
+    finally:
+        await heartbeat.stop()

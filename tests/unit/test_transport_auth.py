@@ -70,6 +70,23 @@ def test_exchange_authenticates_the_client(pki, piece):
     assert client.done
 
 
+def test_exchange_carries_both_boot_ids(pki):
+    """Each end learns the other's boot id (how a node tells that a peer restarted); an end
+    that sends none, as older releases do, leaves it unknown rather than failing."""
+    _, ids = pki
+    server = ServerAuth(
+        server_id="node-a", ca_cert=ids["a"].ca_cert, binding=BINDING, boot=b"server-1"
+    )
+    client = ClientAuth(identity=ids["b"], server_id="node-a", binding=BINDING, boot=b"client-1")
+    exchange(server, client)
+    assert (server.peer_boot, client.peer_boot) == (b"client-1", b"server-1")
+    server = ServerAuth(server_id="node-a", ca_cert=ids["a"].ca_cert, binding=BINDING)
+    client = ClientAuth(identity=ids["b"], server_id="node-a", binding=BINDING)
+    exchange(server, client)
+    assert server.peer_id == "node-b" and client.done
+    assert (server.peer_boot, client.peer_boot) == (None, None)
+
+
 def test_certificate_from_another_ca_is_rejected(pki):
     _, ids = pki
     server = ServerAuth(server_id="node-a", ca_cert=ids["a"].ca_cert, binding=BINDING)
