@@ -9,13 +9,16 @@ so naming node.app here, even for type checking only, was an import loop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -162,8 +165,9 @@ def heal_local(config: NodeConfig, heal: dict[str, Any]) -> dict[str, Any]:
 def _peer_endpoints(cluster: ClusterRuntime | None, config: NodeConfig) -> dict[str, str]:
     if cluster is None:
         return {}
+    scheme = "https" if config.https else "http"  # every node of a cluster alike
     return {
-        spec.id: f"http://{spec.s3}"
+        spec.id: f"{scheme}://{spec.s3}"
         for pool in cluster.topology.pools
         for spec in pool
         if spec.id != config.node
@@ -182,18 +186,26 @@ async def heal_cluster(
     import asyncio
 
     ak, sk = config.credentials
+    peers = _peer_endpoints(cluster, config)
+    context = await asyncio.to_thread(_peer_context, config) if config.https and peers else None
 
     async def ask(node: str, endpoint: str) -> tuple[str, dict[str, Any] | str]:
         try:
             return node, await asyncio.to_thread(
-                _call, endpoint, method, what, ak, sk, region=config.region, timeout=3.0
+                _call,
+                endpoint,
+                method,
+                what,
+                ak,
+                sk,
+                region=config.region,
+                timeout=3.0,
+                context=context,
             )
         except (SystemExit, Exception) as exc:
             return node, str(exc)
 
-    answers = await asyncio.gather(
-        *(ask(n, e) for n, e in sorted(_peer_endpoints(cluster, config).items()))
-    )
+    answers = await asyncio.gather(*(ask(n, e) for n, e in sorted(peers.items())))
     nodes = [heal_local(config, heal)]
     unreachable = []
     for node, answer in answers:
@@ -278,6 +290,18 @@ async def admin_api(
         return error_response(err, request.method, request.path, request_id)
 
 
+def _peer_context(config: NodeConfig) -> ssl.SSLContext:
+    """How a node checks its peers' S3 certificates (the heal fan-out): the system's CAs,
+    plus the cluster CA (the dev cluster issues its S3 certificates under it)."""
+    from shardfleet.node.https import client_context
+
+    context = client_context(None)
+    if config.cluster is not None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            context.load_verify_locations(config.cluster.tls.ca)
+    return context
+
+
 # -- CLI client ---------------------------------------------------------------------------
 def _call(
     endpoint: str,
@@ -289,27 +313,52 @@ def _call(
     body: bytes = b"",
     region: str = "us-east-1",
     timeout: float = 10.0,
+    ca_bundle: str | Path | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
-    """One signed admin request; failures end the command with a readable message."""
+    """One signed admin request; failures end the command with a readable message.
+
+    An https:// endpoint is verified with `context`, else with the CAs of `ca_bundle`
+    (else $AWS_CA_BUNDLE, else the system's: node.https.client_context)."""
     from shardfleet.node.s3.signer import sign
 
     url = endpoint.rstrip("/") + ADMIN_PREFIX + what
+    if context is None and url.startswith("https://"):
+        from shardfleet.node.https import client_context
+
+        try:
+            context = client_context(ca_bundle)
+        except OSError as exc:
+            raise SystemExit(f"shardfleet admin: {exc}") from None
     headers = sign(method, url, access_key, secret_key, region=region, body=body)
     req = urllib.request.Request(url, data=body or None, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
         raise SystemExit(f"shardfleet admin: {endpoint} answered {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}") from None
+        reason = getattr(exc, "reason", exc)
+        hint = (
+            " (give the CA that issued its certificate: --ca-bundle or AWS_CA_BUNDLE)"
+            if isinstance(reason, ssl.SSLCertVerificationError)
+            else ""
+        )
+        raise SystemExit(f"shardfleet admin: cannot reach {endpoint}: {exc}{hint}") from None
 
 
 def fetch_heal(
-    endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    region: str = "us-east-1",
+    *,
+    ca_bundle: str | Path | None = None,
 ) -> dict[str, Any]:
-    return _call(endpoint, "GET", "heal/status", access_key, secret_key, region=region)
+    return _call(
+        endpoint, "GET", "heal/status", access_key, secret_key, region=region, ca_bundle=ca_bundle
+    )
 
 
 def start_heal(
@@ -320,12 +369,22 @@ def start_heal(
     bucket: str | None = None,
     deep: bool = False,
     region: str = "us-east-1",
+    ca_bundle: str | Path | None = None,
 ) -> dict[str, Any]:
     query = "&".join(
         f"{k}={v}" for k, v in (("bucket", bucket), ("deep", "1" if deep else None)) if v
     )
     what = "heal/start" + (f"?{query}" if query else "")
-    return _call(endpoint, "POST", what, access_key, secret_key, region=region, timeout=30.0)
+    return _call(
+        endpoint,
+        "POST",
+        what,
+        access_key,
+        secret_key,
+        region=region,
+        timeout=30.0,
+        ca_bundle=ca_bundle,
+    )
 
 
 def render_heal(st: dict[str, Any]) -> str:
@@ -350,16 +409,37 @@ def render_heal(st: dict[str, Any]) -> str:
 
 
 def fetch_status(
-    endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    region: str = "us-east-1",
+    *,
+    ca_bundle: str | Path | None = None,
 ) -> dict[str, Any]:
-    return _call(endpoint, "GET", "status", access_key, secret_key, region=region)
+    return _call(
+        endpoint, "GET", "status", access_key, secret_key, region=region, ca_bundle=ca_bundle
+    )
 
 
 def post_pool(
-    endpoint: str, access_key: str, secret_key: str, nodes: list[dict[str, Any]]
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    nodes: list[dict[str, Any]],
+    *,
+    ca_bundle: str | Path | None = None,
 ) -> dict[str, Any]:
     body = json.dumps({"nodes": nodes}).encode()
-    return _call(endpoint, "POST", "pools", access_key, secret_key, body=body, timeout=60.0)
+    return _call(
+        endpoint,
+        "POST",
+        "pools",
+        access_key,
+        secret_key,
+        body=body,
+        timeout=60.0,
+        ca_bundle=ca_bundle,
+    )
 
 
 def render_status(st: dict[str, Any]) -> str:

@@ -27,17 +27,23 @@ from shardfleet.healing.reconstruct import Collect
 from shardfleet.healing.scanner import PassDone, Scanner
 from shardfleet.healing.uploads import UploadSweeper
 from shardfleet.node import lazy_init
-from shardfleet.node.config import NodeConfig
+from shardfleet.node.config import ConfigError, NodeConfig
 from shardfleet.node.logs import flush_periodically
 from shardfleet.node.malloc import tune_allocator
-from shardfleet.node.metrics import Metrics
+from shardfleet.node.metrics import Metrics, bearer_matches, token_digest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shardfleet.cluster.topology import ClusterTopology
     from shardfleet.node.clusterwire import ClusterRuntime
+    from shardfleet.node.https import ServerTls
 from shardfleet.node.admin import ADMIN_PREFIX, admin_api
+from shardfleet.node.s3.bucketconf import BucketConfigs
 from shardfleet.node.s3.context import S3Services
 from shardfleet.node.s3.errors import ServiceUnavailable
+from shardfleet.node.s3.identity import Users
+from shardfleet.node.s3.limits import Limits
 from shardfleet.node.s3.router import error_response, make_handler, new_request_id
 from shardfleet.node.s3.server import S3Server
 from shardfleet.node.storage.format import (
@@ -72,7 +78,11 @@ class Node:
         self._stopping = asyncio.Event()
         self._inflight = 0
         self.metrics = Metrics(self._metrics_state)
+        self._metrics_digest: bytes | None = None  # of metrics_token: see _metrics_response
         self.test_faults = None  # node/testfaults.py, only with SHARDFLEET_TEST_FAULTS=1
+        self.tls: ServerTls | None = None  # HTTPS: node/https.py
+        self.users = Users(config.credentials, config.users)  # node/s3/identity.py
+        self.reread_config: Callable[[], NodeConfig] | None = None  # set by main, for SIGHUP
 
     # -- wiring -------------------------------------------------------------------------
     def _open_cluster(self) -> ObjectLayer:
@@ -185,10 +195,21 @@ class Node:
             region=self.config.region,
             owner_id=self.config.credentials[0],
             lookup_secret=self._lookup_secret,
+            users=self.users,
+            confs=BucketConfigs(self.layer),
             body_stall_timeout=self.config.body_stall_timeout,
             metrics=self.metrics,
+            tls_enabled=self.config.https,
+            limits=Limits.build(
+                self.config.rate_limit_rps,
+                self.config.rate_limit_burst,
+                self.config.rate_limit_uploads,
+                on_throttle=self.metrics.throttle,
+            ),
         )
         s3 = make_handler(services)
+        token = self.config.metrics_bearer
+        self._metrics_digest = token_digest(token) if token is not None else None
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
             if self._stopping.is_set():
@@ -222,9 +243,11 @@ class Node:
                 if request.path.startswith("/health/"):
                     return self._health(request.path)
                 if request.path == "/metrics":
-                    return web.Response(
-                        body=self.metrics.render(), content_type="text/plain", charset="utf-8"
-                    )
+                    return self._metrics_response(request)
+            elif request.path == "/metrics" and request.method in ("GET", "HEAD"):
+                scheme = request.headers.get("Authorization", "").partition(" ")[0]
+                if scheme.lower() == "bearer":
+                    return self._metrics_response(request)  # a scraper's token: not S3
             return await s3(request)
 
         # 1 MiB read buffer: with aiohttp's 64 KiB a large upload pauses and resumes the
@@ -238,7 +261,20 @@ class Node:
             keepalive_timeout=self.config.keepalive_timeout,
             header_timeout=self.config.header_timeout,
             max_idle_connections=self.config.max_idle_connections,
+            tls_enabled=self.config.https,  # HSTS on every response
         )
+
+    def _metrics_response(self, request: web.Request) -> web.Response:
+        """GET /metrics: open, or with metrics_token set only for `Authorization: Bearer
+        <token>` (compared in constant time: node.metrics.bearer_matches)."""
+        digest = self._metrics_digest
+        if digest is not None and not bearer_matches(request.headers.get("Authorization"), digest):
+            return web.Response(
+                status=401,
+                text="401: /metrics needs Authorization: Bearer <metrics_token>\n",
+                headers={"WWW-Authenticate": 'Bearer realm="shardfleet metrics"'},
+            )
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     @staticmethod
     def _shutting_down() -> web.Response:
@@ -331,6 +367,13 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> str:
         started = time.time()
+        if self.config.https:  # before the drives: a bad certificate stops the start at once
+            from shardfleet.node.https import ServerTls
+
+            assert self.config.tls_cert is not None and self.config.tls_key is not None
+            self.tls = ServerTls(
+                self.config.tls_cert, self.config.tls_key, self.config.tls_min_version
+            )
         if self.config.cluster is not None:
             await self._resolve_topology()
         self.layer = await asyncio.get_running_loop().run_in_executor(self.io_pool, self._open)
@@ -346,10 +389,16 @@ class Node:
             self.build_server(), shutdown_timeout=CANCEL_WAIT, handle_signals=False
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.host, self.config.port, backlog=1024)
+        site = web.TCPSite(
+            self.runner,
+            self.config.host,
+            self.config.port,
+            backlog=1024,
+            ssl_context=self.tls.context if self.tls else None,
+        )
         await site.start()
         host, port = self.runner.addresses[0][:2]
-        self.endpoint = f"http://{host}:{port}"
+        self.endpoint = f"{'https' if self.tls else 'http'}://{host}:{port}"
         asyncio.get_running_loop().call_later(1.0, self._after_start)
         self.bucket_sync = BucketSync(self.layer.sets, interval=self.config.bucket_sync_interval)
         self._spawn(self.bucket_sync.run_forever(self._stopping))
@@ -394,6 +443,20 @@ class Node:
         self._spawn(flush_periodically())
         self._spawn(self._sweep_orphans(started))
         return self.endpoint
+
+    def reload(self) -> None:
+        """SIGHUP: read again what can change without a restart (the TLS certificate, the
+        users and their secrets). What cannot be read is logged and the old kept."""
+        if self.tls is not None:
+            self.tls.reload()
+        if self.reread_config is not None:
+            try:
+                fresh = self.reread_config()
+                self.users.reload(fresh.credentials, fresh.users)
+            except ConfigError as exc:
+                log.error("SIGHUP: users not reloaded, the previous ones stay: %s", exc)
+                return
+            log.info("SIGHUP: %d credentials loaded", len(self.users))
 
     def _after_start(self) -> None:
         """Once serving: work that start-up need not pay for (a ctypes import; aiohttp's

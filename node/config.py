@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shardfleet.erasure import ErasureParams
 
@@ -19,6 +28,8 @@ DEV_ACCESS_KEY = "shardfleet-dev"
 DEV_SECRET_KEY = "shardfleet-dev-secret-key"
 ENV_ACCESS_KEY = "SHARDFLEET_ACCESS_KEY"
 ENV_SECRET_KEY = "SHARDFLEET_SECRET_KEY"
+ENV_METRICS_TOKEN = "SHARDFLEET_METRICS_TOKEN"
+METRICS_TOKEN_PATTERN = r"^[\x21-\x7e]+$"  # visible ASCII: what a header value carries as is
 
 
 class ConfigError(Exception):
@@ -96,6 +107,47 @@ class ClusterConfig(BaseModel):
         raise KeyError(node_id)
 
 
+class UserConfig(BaseModel):
+    """One [[users]] entry. The secret comes from exactly one of `secret_key`, `secret_env`
+    (an environment variable's name) or `secret_file` (a file holding it, so the config
+    file itself can be world-readable)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access_key: str = Field(min_length=3, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    secret_key: str | None = Field(default=None, min_length=8, max_length=128)
+    secret_env: str | None = Field(default=None, min_length=1, max_length=256)
+    secret_file: Path | None = None
+    display_name: str | None = Field(default=None, min_length=1, max_length=128)
+    canonical_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> UserConfig:
+        given = [x for x in (self.secret_key, self.secret_env, self.secret_file) if x is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"users: {self.access_key}: give exactly one of secret_key, secret_env, secret_file"
+            )
+        return self
+
+    def secret(self, env: Mapping[str, str]) -> str:
+        """The secret, read now (a SIGHUP reads files and the environment again)."""
+        if self.secret_key is not None:
+            return self.secret_key
+        if self.secret_env is not None:
+            value = env.get(self.secret_env)
+            if not value:
+                raise ConfigError(f"users: {self.access_key}: ${self.secret_env} is not set")
+            return value
+        assert self.secret_file is not None
+        try:
+            return self.secret_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"users: {self.access_key}: cannot read {self.secret_file}: {exc.strerror}"
+            ) from exc
+
+
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +157,13 @@ class NodeConfig(BaseModel):
 
     address: str = "127.0.0.1:9000"
     """host:port of the S3 endpoint (port 0 picks a free one and prints it)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain (leaf first) of the S3 listener: with tls_key set too, it
+    serves HTTPS only. Read again on SIGHUP (node/https.py)."""
+    tls_key: Path | None = None
+    """The unencrypted PEM private key of tls_cert."""
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    """Oldest TLS version the S3 listener accepts."""
     drives: list[Path] = []
     """Drive directories, in set order: each k+m consecutive drives form one erasure set."""
     # (a plain [] default, which pydantic copies per instance: for default_factory=list it
@@ -119,6 +178,9 @@ class NodeConfig(BaseModel):
     region: str = "us-east-1"
     access_key: str | None = Field(default=None, min_length=3, max_length=128)
     secret_key: str | None = Field(default=None, min_length=8, max_length=128)
+    users: list[UserConfig] = []
+    """More credentials ([[users]]), each its own owner of the buckets it creates; the root
+    pair (access_key/secret_key) keeps every bucket and the admin API."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """info logs one line per S3 request (the access log); warning keeps only problems."""
     log_format: Literal["text", "json"] = "text"
@@ -167,6 +229,24 @@ class NodeConfig(BaseModel):
     that missed the completion get it)."""
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     """Seconds in-flight requests get to finish after SIGTERM."""
+    metrics_token: str | None = Field(
+        default=None, min_length=16, max_length=4096, pattern=METRICS_TOKEN_PATTERN
+    )
+    """When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); unset,
+    /metrics is open. Also from $SHARDFLEET_METRICS_TOKEN, or metrics_token_file."""
+    metrics_token_file: Path | None = None
+    """A file holding metrics_token (read at start; surrounding whitespace ignored), so the
+    configuration file itself need not hold the secret."""
+    rate_limit_rps: float = Field(default=0.0, ge=0, le=1_000_000)
+    """Requests per second each requester may make (an access key; an anonymous request's
+    source address); beyond it 503 SlowDown with Retry-After. 0: no limit."""
+    rate_limit_burst: int = Field(default=0, ge=0, le=10_000_000)
+    """Requests a requester may make at once above rate_limit_rps (the token bucket's depth);
+    0: one second's worth, rate_limit_rps."""
+    rate_limit_uploads: int = Field(default=0, ge=0, le=1_000_000)
+    """PutObject/UploadPart/CopyObject/UploadPartCopy requests each requester may have in
+    flight at once; beyond it 503 SlowDown. 0: no limit."""
+    _metrics_token_read: str | None = PrivateAttr(default=None)
 
     @field_validator("ec")
     @classmethod
@@ -214,13 +294,27 @@ class NodeConfig(BaseModel):
                 raise ValueError(f"write_quorum: {exc}") from None
         if (self.access_key is None) != (self.secret_key is None):
             raise ValueError("access_key/secret_key: set both, or neither")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert/tls_key: set both (HTTPS), or neither (plain HTTP)")
+        keys = [u.access_key for u in self.users]
+        if len(set(keys)) != len(keys) or self.credentials[0] in keys:
+            raise ValueError("users: an access key is listed twice (or is the root key)")
         if self.dev_credentials and not self.is_loopback:
             raise ValueError(
                 f"access_key/secret_key: refusing to listen on {self.address} with the printed "
                 "development credentials: "
                 f"set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
             )
+        if self.metrics_token_file is not None:
+            if self.metrics_token is not None:
+                raise ValueError("metrics_token/metrics_token_file: set one, not both")
+            self._metrics_token_read = _read_metrics_token(self.metrics_token_file)
         return self
+
+    @property
+    def metrics_bearer(self) -> str | None:
+        """The token GET /metrics needs (metrics_token or the file's), None: open."""
+        return self.metrics_token if self.metrics_token is not None else self._metrics_token_read
 
     @property
     def joining(self) -> bool:
@@ -245,6 +339,11 @@ class NodeConfig(BaseModel):
         return int(self.address.rpartition(":")[2])
 
     @property
+    def https(self) -> bool:
+        """Whether the S3 listener serves HTTPS (cluster.tls is the QUIC transport's)."""
+        return self.tls_cert is not None
+
+    @property
     def dev_credentials(self) -> bool:
         return self.access_key is None
 
@@ -262,6 +361,23 @@ class NodeConfig(BaseModel):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def _read_metrics_token(path: Path) -> str:
+    import re
+
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"metrics_token_file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not 16 <= len(token) <= 4096 or not re.fullmatch(METRICS_TOKEN_PATTERN, token):
+        raise ValueError(
+            f"metrics_token_file: {path} must hold one token of 16 to 4096 visible ASCII "
+            "characters (no spaces)"
+        )
+    return token
 
 
 def describe(exc: ValidationError) -> str:
@@ -291,6 +407,9 @@ def load(
     if env.get(ENV_ACCESS_KEY) or env.get(ENV_SECRET_KEY):
         data["access_key"] = env.get(ENV_ACCESS_KEY)
         data["secret_key"] = env.get(ENV_SECRET_KEY)
+    if env.get(ENV_METRICS_TOKEN):  # the environment wins over the file's token or token file
+        data["metrics_token"] = env[ENV_METRICS_TOKEN]
+        data.pop("metrics_token_file", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return NodeConfig.model_validate(data)

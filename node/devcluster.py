@@ -6,6 +6,11 @@ BASE_PORT + i and QUIC on BASE_PORT + 100 + i), prints the endpoints and credent
 stops them all on Ctrl-C or SIGTERM. The default topology, 4 nodes x 2 drives as 2+2,
 keeps both reads and writes going with any one node down: each set has one shard per
 node, so a lost node costs a set one shard and the write quorum (k+1 = 3) still holds.
+
+With `tls` (`dev-cluster --tls`) every node also gets an S3 server certificate from the
+same CA (SAN 127.0.0.1 and localhost, under DATA/certs/s3) and serves HTTPS;
+DATA/certs/ca.crt is the CA bundle for clients (AWS_CA_BUNDLE). SIGHUP is passed on to
+every node (they read their certificates again).
 """
 
 from __future__ import annotations
@@ -36,9 +41,36 @@ class DevClusterSpec:
     heartbeat: float = 1.0
     offline_after: float = 10.0
     bucket_sync_interval: float = 15.0
+    tls: bool = False
+    """S3 over HTTPS, with a certificate per node from the cluster CA."""
 
     def node_id(self, i: int) -> str:
         return f"node{i}"
+
+    @property
+    def certs(self) -> Path:
+        return self.data.resolve() / "certs"
+
+    def s3_cert(self, i: int) -> tuple[Path, Path]:
+        """Node i's S3 (HTTPS) certificate and key, with tls."""
+        return (
+            self.certs / "s3" / f"{self.node_id(i)}.crt",
+            self.certs / "s3" / f"{self.node_id(i)}.key",
+        )
+
+    def issue_s3_cert(self, i: int) -> None:
+        """Node i's S3 server certificate under the cluster CA, unless it has one already."""
+        from shardfleet.transport.tls import issue_node_cert
+
+        cert, key = self.s3_cert(i)
+        if cert.exists() and key.exists():
+            return
+        hosts = list(dict.fromkeys([self.host, "127.0.0.1", "localhost"]))
+        files = issue_node_cert(
+            self.certs, self.node_id(i), hosts, self.certs / "s3" / "issued", overwrite=True
+        )
+        files.key.rename(key)
+        files.cert.rename(cert)
 
 
 def serve_command(data: Path, drives: int, ec: str, *extra: str) -> list[str]:
@@ -114,6 +146,8 @@ def write_cluster_files(spec: DevClusterSpec) -> Path:
             files = issue_node_cert(certs, spec.node_id(i), [spec.host], certs / "issued")
             files.cert.rename(certs / f"{spec.node_id(i)}.crt")
             files.key.rename(certs / f"{spec.node_id(i)}.key")
+        if spec.tls:
+            spec.issue_s3_cert(i)
     lines = [
         f'ec = "{spec.ec}"',
         f"bucket_sync_interval = {spec.bucket_sync_interval}",
@@ -174,6 +208,8 @@ class DevCluster:
             files = issue_node_cert(certs, node, [spec.host], certs / "issued")
             files.cert.rename(certs / f"{node}.crt")
             files.key.rename(certs / f"{node}.key")
+            if spec.tls:
+                spec.issue_s3_cert(i)
             entries.append(
                 {
                     "id": node,
@@ -191,6 +227,7 @@ class DevCluster:
             env.get("SHARDFLEET_ACCESS_KEY", DEV_ACCESS_KEY),
             env.get("SHARDFLEET_SECRET_KEY", DEV_SECRET_KEY),
             entries,
+            ca_bundle=self.ca_bundle,
         )
         if start:
             for i in numbers:
@@ -198,7 +235,13 @@ class DevCluster:
         return numbers
 
     def endpoint(self, i: int) -> str:
-        return f"http://{self.spec.host}:{self.spec.base_port + i}"
+        scheme = "https" if self.spec.tls else "http"
+        return f"{scheme}://{self.spec.host}:{self.spec.base_port + i}"
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """With tls: the CA certificate that clients verify the nodes' S3 certificates with."""
+        return self.spec.certs / "ca.crt" if self.spec.tls else None
 
     @property
     def endpoints(self) -> list[str]:
@@ -220,12 +263,19 @@ class DevCluster:
                 str(self.config),
                 "--node",
                 self.spec.node_id(i),
+                *self._tls_args(i),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
         )
         out.close()
+
+    def _tls_args(self, i: int) -> list[str]:
+        if not self.spec.tls:
+            return []
+        cert, key = self.spec.s3_cert(i)
+        return ["--tls-cert", str(cert), "--tls-key", str(key)]
 
     def start(self, timeout: float = 30.0) -> None:
         for i in range(1, self.spec.nodes + 1):
@@ -235,13 +285,19 @@ class DevCluster:
     def wait_ready(self, nodes: range | list[int], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         pending = set(nodes)
+        context = None
+        if self.ca_bundle is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.ca_bundle))
         while pending:
             for i in list(pending):
                 proc = self.procs.get(i)
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"{self.spec.node_id(i)} exited with {proc.returncode}")
                 try:
-                    with urllib.request.urlopen(self.endpoint(i) + "/health/ready", timeout=2):
+                    url = self.endpoint(i) + "/health/ready"
+                    with urllib.request.urlopen(url, timeout=2, context=context):
                         pending.discard(i)
                 except (urllib.error.URLError, OSError):
                     pass
@@ -288,8 +344,14 @@ def run(spec: DevClusterSpec) -> int:
         nonlocal stop
         stop = True
 
+    def on_hangup(signum: int, frame: object) -> None:
+        for proc in cluster.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         cluster.start()
         ak = os.environ.get(ENV_ACCESS_KEY, DEV_ACCESS_KEY)
@@ -301,6 +363,8 @@ def run(spec: DevClusterSpec) -> int:
             print(f"  node{i}: endpoint {ep}  (pid {cluster.procs[i].pid})")
         print(f"  access key: {ak}")
         print(f"  secret key: {sk}")
+        if cluster.ca_bundle is not None:
+            print(f"  CA bundle: {cluster.ca_bundle}  (export AWS_CA_BUNDLE={cluster.ca_bundle})")
         print(f"  data: {spec.data.resolve()}  logs: {spec.data.resolve() / 'logs'}")
         print("  Ctrl-C stops every node.", flush=True)
         reported: set[int] = set()

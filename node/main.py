@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shardfleet.node.codecache import CodeCache
     from shardfleet.node.config import NodeConfig
 
@@ -31,12 +33,20 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shutdown-grace", type=float, help="seconds in-flight requests get after SIGTERM"
     )
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve S3 over HTTPS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     p.add_argument("--node", help="in a cluster: which node of the config file this is")
     p.add_argument(
         "--join",
         action="append",
         help="QUIC HOST:PORT of a node to learn the topology from (repeatable)",
     )
+
+
+CA_HELP = (
+    "CA certificates (PEM) to verify an https:// endpoint with "
+    "(default: $AWS_CA_BUNDLE, else the system's)"
+)
 
 
 def _cluster_args(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +59,9 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
         "--base-port", type=int, default=9000, help="node i serves S3 on BASE+i, QUIC on BASE+100+i"
     )
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument(
+        "--tls", action="store_true", help="serve S3 over HTTPS, certificates from the dev CA"
+    )
 
     certs = sub.add_parser("certs", help="cluster CA and node certificates")
     csub = certs.add_subparsers(dest="certs_command", required=True)
@@ -68,6 +81,7 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
     st = asub.add_parser("status", help="nodes, states, drives and sets")
     st.add_argument("--endpoint", default="http://127.0.0.1:9000")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--ca-bundle", type=Path, help=CA_HELP)
     st.add_argument("--region", default="us-east-1")
     ap = asub.add_parser("add-pool", help="add a pool of new nodes to a running cluster")
     ap.add_argument("--endpoint", default="http://127.0.0.1:9000")
@@ -77,6 +91,7 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="TOML file with [[nodes]] entries (id, s3, rpc, drives)",
     )
+    ap.add_argument("--ca-bundle", type=Path, help=CA_HELP)
     heal = asub.add_parser("heal", help="healing: status, or start a pass now")
     hsub = heal.add_subparsers(dest="heal_command", required=True)
     hst = hsub.add_parser("status", help="per node: scanned, healed, failed, MRF depth, progress")
@@ -84,16 +99,19 @@ def _cluster_args(sub: argparse._SubParsersAction) -> None:
     hst.add_argument("--json", action="store_true", help="one JSON object; `done` when all idle")
     hst.add_argument("--watch", action="store_true", help="refresh every second until done")
     hst.add_argument("--region", default="us-east-1")
+    hst.add_argument("--ca-bundle", type=Path, help=CA_HELP)
     hgo = hsub.add_parser("start", help="start a scanner pass now, cluster-wide")
     hgo.add_argument("--endpoint", default="http://127.0.0.1:9000")
     hgo.add_argument("--bucket", help="only this bucket")
     hgo.add_argument("--deep", action="store_true", help="check every block's CRC32C")
     hgo.add_argument("--region", default="us-east-1")
+    hgo.add_argument("--ca-bundle", type=Path, help=CA_HELP)
     top = asub.add_parser("top", help="live view of nodes, drives, sets, traffic and healing")
     top.add_argument(
         "--endpoint", action="append", help="node endpoint (repeatable; default 127.0.0.1:9000)"
     )
     top.add_argument("--interval", type=float, default=1.0)
+    top.add_argument("--ca-bundle", type=Path, help=CA_HELP)
     top.add_argument(
         "--count", type=int, default=0, help="refreshes before exiting (0 = until Ctrl-C)"
     )
@@ -159,22 +177,22 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
     from shardfleet.node.storage.format import FormatError
 
     try:
-        config = load(
-            args.config,
-            {
-                "address": args.address,
-                "drives": _drive_paths(args),
-                "ec": args.ec,
-                "stripe_size": args.stripe_size,
-                "write_quorum": args.write_quorum,
-                "region": args.region,
-                "log_level": args.log_level,
-                "log_format": args.log_format,
-                "node": args.node,
-                "body_stall_timeout": args.body_stall_timeout,
-                "shutdown_grace": args.shutdown_grace,
-            },
-        )
+        overrides: dict[str, object] = {
+            "address": args.address,
+            "drives": _drive_paths(args),
+            "ec": args.ec,
+            "stripe_size": args.stripe_size,
+            "write_quorum": args.write_quorum,
+            "region": args.region,
+            "log_level": args.log_level,
+            "log_format": args.log_format,
+            "node": args.node,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "body_stall_timeout": args.body_stall_timeout,
+            "shutdown_grace": args.shutdown_grace,
+        }
+        config = load(args.config, overrides)
     except ConfigError as exc:
         print(f"shardfleet: {exc}", file=sys.stderr)
         return 2
@@ -205,7 +223,7 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
 
     limit_arenas()  # before any thread of the node exists
     try:
-        return asyncio.run(_run(config))
+        return asyncio.run(_run(config, lambda: load(args.config, overrides)))
     except FormatError as exc:
         print(f"shardfleet: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -214,7 +232,7 @@ def _serve_with(args: argparse.Namespace, code_cache: CodeCache) -> int:
         return 1
 
 
-async def _run(config: NodeConfig) -> int:
+async def _run(config: NodeConfig, reread: Callable[[], NodeConfig] | None = None) -> int:
     import asyncio
     import logging
     import signal
@@ -222,10 +240,12 @@ async def _run(config: NodeConfig) -> int:
     from shardfleet.node.app import Node, pid_banner
 
     node = Node(config)
+    node.reread_config = reread  # SIGHUP: the users and their secrets, read again
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
     try:
         endpoint = await node.start()
         print(pid_banner(node.config, endpoint), flush=True)
@@ -276,6 +296,7 @@ def admin(args: argparse.Namespace) -> int:
                 sk,
                 interval=args.interval,
                 count=args.count,
+                ca_bundle=args.ca_bundle,
             )
         except KeyboardInterrupt:
             return 0
@@ -286,10 +307,10 @@ def admin(args: argparse.Namespace) -> int:
 
         if args.heal_command == "start":
             print(json.dumps(start_heal(args.endpoint, ak, sk, bucket=args.bucket, deep=args.deep,
-                                        region=args.region)))  # fmt: skip
+                                        region=args.region, ca_bundle=args.ca_bundle)))  # fmt: skip
             return 0
         while True:
-            st = fetch_heal(args.endpoint, ak, sk, args.region)
+            st = fetch_heal(args.endpoint, ak, sk, args.region, ca_bundle=args.ca_bundle)
             text = json.dumps(st, indent=2) if args.json else render_heal(st)
             if not args.watch or st["done"]:
                 print(text)
@@ -306,7 +327,7 @@ def admin(args: argparse.Namespace) -> int:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             print(f"shardfleet admin add-pool: {args.pool}: {exc}", file=sys.stderr)
             return 2
-        result = post_pool(args.endpoint, ak, sk, nodes)
+        result = post_pool(args.endpoint, ak, sk, nodes, ca_bundle=args.ca_bundle)
         print(json.dumps(result, indent=2))
         failed = [p for p, r in result["pushed"].items() if r != "ok"]
         if failed:
@@ -314,7 +335,7 @@ def admin(args: argparse.Namespace) -> int:
                 f"not yet told (they will fetch it when they answer heartbeats): {', '.join(failed)}"
             )
         return 0
-    status = fetch_status(args.endpoint, ak, sk, args.region)
+    status = fetch_status(args.endpoint, ak, sk, args.region, ca_bundle=args.ca_bundle)
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
 
@@ -329,6 +350,7 @@ def dev_cluster(args: argparse.Namespace) -> int:
         data=args.data,
         base_port=args.base_port,
         heartbeat=args.heartbeat,
+        tls=args.tls,
     )
     try:
         return run(spec)

@@ -5,6 +5,8 @@ transport figures are read when scraped, from the objects that own them."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -96,6 +98,14 @@ class Metrics:
         self.degraded = Counter(
             "shardfleet_degraded_reads", "reads that decoded around a bad shard", registry=r
         )
+        self.throttled = Counter(
+            "shardfleet_s3_throttled",
+            "S3 requests refused with SlowDown by a per-requester limit",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("rps", "uploads"):  # both series exist from the start, at 0
+            self.throttled.labels(reason)
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         if read_state is not None:
             r.register(_StateCollector(read_state))
@@ -117,6 +127,10 @@ class Metrics:
         if bytes_out:
             self.bytes_out.inc(bytes_out)
 
+    def throttle(self, reason: str) -> None:
+        """A request refused by a rate limit: `reason` "rps" or "uploads" (node/s3/limits.py)."""
+        self._child(self.throttled, reason).inc()
+
     def observe_rpc(self, method: str, seconds: float) -> None:
         self._child(self.rpc_latency, method).observe(seconds)
 
@@ -137,3 +151,19 @@ class Metrics:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def bearer_matches(authorization: str | None, digest: bytes) -> bool:
+    """Whether an Authorization header is `Bearer <the token whose token_digest is digest>`.
+    Constant time: digests of equal length are compared with hmac.compare_digest, so the
+    time taken says nothing about the token, not even its length."""
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token_digest(credentials.strip()), digest)

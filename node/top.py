@@ -9,6 +9,7 @@ with rich. Bounded: it stops after --count refreshes (0 = until Ctrl-C).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -172,20 +173,28 @@ def render(
     return Group(traffic, nodes, sets, _healing(heal, heal_rates or {}))
 
 
-def _fetch_heal(endpoints: list[str], access_key: str, secret_key: str) -> dict[str, Any] | str:
+def _fetch_heal(
+    endpoints: list[str], access_key: str, secret_key: str, ca_bundle: str | Path | None = None
+) -> dict[str, Any] | str:
     """`heal/status` from the first of `endpoints` that answers: one call covers every node
     of the cluster (the node asks its peers). Else why not, for the healing table."""
     why = "no node answered the status call"
     for ep in endpoints:
         try:
-            return fetch_heal(ep, access_key, secret_key)
+            return fetch_heal(ep, access_key, secret_key, ca_bundle=ca_bundle)
         except SystemExit as exc:
             why = str(exc)
     return why
 
 
 def run(
-    endpoints: list[str], access_key: str, secret_key: str, *, interval: float, count: int
+    endpoints: list[str],
+    access_key: str,
+    secret_key: str,
+    *,
+    interval: float,
+    count: int,
+    ca_bundle: str | Path | None = None,
 ) -> int:
     prev: dict[str, dict[str, float]] = {}
     heal_prev: dict[str, dict[str, float]] = {}
@@ -195,7 +204,7 @@ def run(
             statuses, rates = {}, {}
             for ep in endpoints:
                 try:
-                    st = fetch_status(ep, access_key, secret_key)
+                    st = fetch_status(ep, access_key, secret_key, ca_bundle=ca_bundle)
                 except SystemExit as exc:
                     st = {"node": f"unreachable: {exc}"[:60], "traffic": {}}
                 statuses[ep] = st
@@ -203,7 +212,10 @@ def run(
                     rates[ep] = _rates(prev.get(ep), st["traffic"])
                     prev[ep] = st["traffic"]
             heal = _fetch_heal(
-                [ep for ep, st in statuses.items() if "pools" in st], access_key, secret_key
+                [ep for ep, st in statuses.items() if "pools" in st],
+                access_key,
+                secret_key,
+                ca_bundle,
             )
             heal_rates = {}
             if isinstance(heal, dict):

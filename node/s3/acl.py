@@ -15,32 +15,34 @@ from shardfleet.node.s3 import xml
 from shardfleet.node.s3.buckets import read_small_body, xml_response
 from shardfleet.node.s3.context import S3Request
 from shardfleet.node.s3.errors import InvalidRequest, MalformedXML, NotImplementedError_
+from shardfleet.node.s3.identity import Identity
 from shardfleet.node.s3.names import check_key
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 
-def _policy(owner_id: str) -> bytes:
+def _policy(owner: Identity) -> bytes:
+    owner_id = owner.canonical_id
     grant = (
         f'<Grant><Grantee xmlns:xsi="{XSI}" xsi:type="CanonicalUser">'
-        f"{xml.el('ID', owner_id)}{xml.el('DisplayName', owner_id)}</Grantee>"
+        f"{xml.el('ID', owner_id)}{xml.el('DisplayName', owner.display_name)}</Grantee>"
         "<Permission>FULL_CONTROL</Permission></Grant>"
     )
     return xml.document(
         "AccessControlPolicy",
-        [xml.owner(owner_id), f"<AccessControlList>{grant}</AccessControlList>"],
+        [xml.owner(owner), f"<AccessControlList>{grant}</AccessControlList>"],
     )
 
 
 async def get_bucket_acl(req: S3Request) -> web.Response:
     await req.layer.require_bucket(req.bucket)
-    return xml_response(_policy(req.services.owner_id))
+    return xml_response(_policy(req.bucket_owner))
 
 
 async def get_object_acl(req: S3Request) -> web.Response:
     check_key(req.key)
     await req.layer.open_object(req.bucket, req.key)  # NoSuchKey / NoSuchBucket as GET
-    return xml_response(_policy(req.services.owner_id))
+    return xml_response(_policy(req.bucket_owner))
 
 
 async def put_bucket_acl(req: S3Request) -> web.Response:
@@ -70,7 +72,7 @@ async def _check_private(req: S3Request) -> None:
     policy = xml.parse(body, "AccessControlPolicy")
     lists = xml.children(policy, "AccessControlList")
     grants = xml.children(lists[0], "Grant") if lists else []
-    owner_id = req.services.owner_id
+    owner_id = req.bucket_owner.canonical_id
     for grant in grants:
         grantee = xml.children(grant, "Grantee")
         who = xml.child_text(grantee[0], "ID") if grantee else None

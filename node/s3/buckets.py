@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 
 from aiohttp import web
 
+from shardfleet.cluster.errors import BucketExists
 from shardfleet.node.s3 import xml
+from shardfleet.node.s3.bucketconf import SYSTEM_BUCKET
 from shardfleet.node.s3.context import S3Request, body_chunks
-from shardfleet.node.s3.errors import BadDigest, InvalidArgument, MalformedXML
+from shardfleet.node.s3.errors import BadDigest, BucketAlreadyExists, InvalidArgument, MalformedXML
 from shardfleet.node.s3.names import check_bucket_name
 from shardfleet.node.s3.payload import BodyDecoder, content_md5
 
@@ -53,14 +56,20 @@ async def list_buckets(req: S3Request) -> web.Response:
     prefix = q.get("prefix", "")
     region = q.get("bucket-region")
     buckets = await req.layer.list_buckets()
+    buckets.pop(SYSTEM_BUCKET, None)
     if region is not None and region != req.services.region:
         buckets = {}
+    if not req.identity.root:  # each user lists the buckets it owns
+        mine = req.identity.canonical_id
+        owners = await asyncio.gather(*(req.services.confs.get(n) for n in buckets))
+        buckets = {n: c for (n, c), conf in zip(buckets.items(), owners, strict=True)
+                   if conf.owner == mine}  # fmt: skip
     names = [n for n in sorted(buckets) if n > after and n.startswith(prefix)]
     page = names if limit is None else names[:limit]
     token = _encode_token(page[-1]) if limit is not None and len(names) > limit else None
     body = xml.list_buckets(
         {n: buckets[n] for n in page},
-        req.services.owner_id,
+        req.identity,
         token=token,
         prefix=prefix if "prefix" in q else None,
         region=req.services.region,
@@ -80,7 +89,17 @@ async def create_bucket(req: S3Request) -> web.Response:
                 f"{req.services.region!r}.",
                 ArgumentName="LocationConstraint",
             )
-    await req.layer.make_bucket(req.bucket)
+    me = req.identity
+    try:
+        await req.layer.make_bucket(req.bucket)
+    except BucketExists:
+        conf = await req.services.confs.get(req.bucket)
+        if (conf.owner or req.services.users.root.canonical_id) == me.canonical_id:
+            raise
+        raise BucketAlreadyExists(BucketName=req.bucket) from None
+    # (a bucket without a record, made before there were users, is the root's)
+    taken = BucketAlreadyExists(BucketName=req.bucket)
+    await req.services.confs.claim(req.bucket, me.canonical_id, taken)
     return web.Response(status=200, headers={"Location": f"/{req.bucket}"})
 
 
@@ -97,6 +116,7 @@ async def head_bucket(req: S3Request) -> web.Response:
 
 async def delete_bucket(req: S3Request) -> web.Response:
     await req.layer.delete_bucket(req.bucket)
+    await req.services.confs.forget(req.bucket)  # its owner and policy go with it
     return web.Response(status=204)
 
 
@@ -166,12 +186,12 @@ async def list_objects(req: S3Request) -> web.Response:
             fields["NextContinuationToken"] = _encode_token(page.next_marker)
         if "start-after" in q:
             fields["StartAfter"] = q["start-after"]
-        owner = req.services.owner_id if q.get("fetch-owner") == "true" else None
+        owner = req.bucket_owner if q.get("fetch-owner") == "true" else None
     else:
         fields = {"Marker": q.get("marker", "")}
         if page.truncated:
             fields["NextMarker"] = page.next_marker.rstrip("\U0010ffff")
-        owner = req.services.owner_id  # V1 always lists owners
+        owner = req.bucket_owner  # V1 always lists owners
     body = xml.list_objects(
         bucket=req.bucket,
         prefix=prefix,
@@ -223,7 +243,7 @@ async def list_versions(req: S3Request) -> web.Response:
         prefixes=page.prefixes,
         next_key_marker=next_marker,
         encode=encode,
-        owner_id=req.services.owner_id,
+        owner_id=req.bucket_owner,
         fields=fields,
     )
     return xml_response(body)

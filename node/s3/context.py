@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -12,7 +13,13 @@ from aiohttp import web
 from shardfleet.cluster.objects import ObjectLayer
 from shardfleet.node.metrics import Metrics
 from shardfleet.node.s3.errors import RequestTimeout
+from shardfleet.node.s3.identity import ANONYMOUS, Identity
 from shardfleet.node.s3.sigv4 import AuthResult
+
+if TYPE_CHECKING:
+    from shardfleet.node.s3.bucketconf import BucketConfigs
+    from shardfleet.node.s3.identity import Users
+    from shardfleet.node.s3.limits import Limits
 
 
 @dataclass(slots=True)
@@ -21,9 +28,13 @@ class S3Services:
     region: str
     owner_id: str
     lookup_secret: Callable[[str], str | None]
+    users: Users
+    confs: BucketConfigs
     max_object_size: int = 5 << 30
     body_stall_timeout: float = 60.0
     metrics: Metrics | None = None
+    limits: Limits | None = None  # per-requester rate and upload limits (node/s3/limits.py)
+    tls_enabled: bool = False  # S3 is served over HTTPS (aws:SecureTransport, HSTS)
 
 
 @dataclass(slots=True)
@@ -36,6 +47,12 @@ class S3Request:
     request_id: str
     auth: AuthResult | None = None
     bytes_in: int = 0
+    identity: Identity = ANONYMOUS  # who signed it (node/s3/identity.py)
+    owner: Identity | None = None  # the bucket's owner, once authorized (node/s3/access.py)
+
+    @property
+    def bucket_owner(self) -> Identity:
+        return self.owner if self.owner is not None else self.services.users.root
 
     @property
     def layer(self) -> ObjectLayer:

@@ -23,6 +23,7 @@ from shardfleet.cluster.get import ReadHandle
 from shardfleet.cluster.meta import ObjectMeta
 from shardfleet.cluster.put import PutRequest
 from shardfleet.node.s3 import usermeta, xml
+from shardfleet.node.s3.access import may
 from shardfleet.node.s3.context import S3Request
 from shardfleet.node.s3.errors import (
     InvalidArgument,
@@ -125,6 +126,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         raise InvalidRequest("A CopyObject request carries no body.")
     src_bucket, src_key = parse_copy_source(req.http.headers["x-amz-copy-source"])
     await req.layer.precheck_bucket(req.bucket)
+    await may(req, "s3:GetObject", src_bucket, src_key)  # the source's own owner and policy
     handle = await req.layer.open_object(src_bucket, src_key)
     source_condition(req, handle.meta)
     if handle.meta.size > MAX_COPY_SOURCE:

@@ -10,9 +10,9 @@
     │       MalformedPolicy
     ├── 403 AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch,
     │       RequestTimeTooSkewed, ExpiredToken
-    ├── 404 NoSuchBucket, NoSuchKey, NoSuchUpload
+    ├── 404 NoSuchBucket, NoSuchKey, NoSuchUpload, NoSuchBucketPolicy
     ├── 405 MethodNotAllowed
-    ├── 409 BucketAlreadyOwnedByYou, BucketNotEmpty, OperationAborted,
+    ├── 409 BucketAlreadyOwnedByYou, BucketAlreadyExists, BucketNotEmpty, OperationAborted,
     │       ConditionalRequestConflict
     ├── 412 PreconditionFailed
     ├── 416 InvalidRange, InvalidPartNumber
@@ -38,6 +38,8 @@ class S3Error(Exception):
         self.message = message or self.default_message
         #: extra XML elements (e.g. BucketName, Key) added to the error body
         self.extra = extra
+        #: extra response headers (e.g. Retry-After on SlowDown)
+        self.headers: dict[str, str] = {}
         super().__init__(f"{self.code}: {self.message}")
 
 
@@ -125,6 +127,7 @@ ExpiredToken = _err("ExpiredToken", 403, "Request has expired")
 NoSuchBucket = _err("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _err("NoSuchKey", 404, "The specified key does not exist.")
 NoSuchUpload = _err("NoSuchUpload", 404, "The specified multipart upload does not exist.")
+NoSuchBucketPolicy = _err("NoSuchBucketPolicy", 404, "The bucket policy does not exist")
 MethodNotAllowed = _err(
     "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
 )
@@ -132,6 +135,12 @@ BucketAlreadyOwnedByYou = _err(
     "BucketAlreadyOwnedByYou",
     409,
     "Your previous request to create the named bucket succeeded and you already own it.",
+)
+BucketAlreadyExists = _err(
+    "BucketAlreadyExists",
+    409,
+    "The requested bucket name is not available. The bucket namespace is shared by all users"
+    " of the system. Please select a different name and try again.",
 )
 BucketNotEmpty = _err("BucketNotEmpty", 409, "The bucket you tried to delete is not empty")
 OperationAborted = _err(

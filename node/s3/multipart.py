@@ -25,6 +25,7 @@ from shardfleet.cluster.meta import ObjectMeta
 from shardfleet.cluster.multipart import Completed, Completion, list_digest
 from shardfleet.cluster.parts import multipart_etag
 from shardfleet.node.s3 import checksums, multipart_xml, usermeta
+from shardfleet.node.s3.access import may
 from shardfleet.node.s3.buckets import read_small_body, xml_response
 from shardfleet.node.s3.context import S3Request
 from shardfleet.node.s3.copy import parse_copy_source, source_condition
@@ -253,6 +254,7 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
         raise InvalidRequest("An UploadPartCopy request carries no body.")
     src_bucket, src_key = parse_copy_source(req.http.headers["x-amz-copy-source"])
     record = await req.layer.upload_record(req.bucket, req.key, uid)
+    await may(req, "s3:GetObject", src_bucket, src_key)  # the source's own owner and policy
     handle = await req.layer.open_object(src_bucket, src_key)
     source_condition(req, handle.meta)
     start, end = _copy_range(req.http.headers.get("x-amz-copy-source-range"), handle.meta.size)
@@ -306,7 +308,7 @@ async def list_parts(req: S3Request) -> web.Response:
             bucket=req.bucket,
             key=req.key,
             uid=uid,
-            owner_id=req.services.owner_id,
+            owner_id=req.bucket_owner,
             marker=marker,
             max_parts=max_parts,
             rows=rows,
@@ -474,6 +476,6 @@ async def list_uploads(req: S3Request) -> web.Response:
             rows=rows,
             prefixes=page.prefixes,
             encode="encoding-type" in q,
-            owner_id=req.services.owner_id,
+            owner_id=req.bucket_owner,
         )
     )

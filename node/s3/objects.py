@@ -22,6 +22,7 @@ from shardfleet.cluster.get import ReadHandle
 from shardfleet.cluster.meta import ObjectMeta
 from shardfleet.cluster.put import Condition, PutRequest
 from shardfleet.node.s3 import usermeta, xml
+from shardfleet.node.s3.access import may
 from shardfleet.node.s3.buckets import read_small_body, xml_response
 from shardfleet.node.s3.context import S3Request, body_chunks
 from shardfleet.node.s3.errors import (
@@ -487,9 +488,11 @@ async def delete_objects(req: S3Request) -> web.Response:
             check_key(key)
             if entry.get("VersionId", "null") != "null":
                 raise InvalidArgument("Invalid version id specified", ArgumentName="VersionId")
-            conditions.append(
-                delete_condition(*(entry.get(f) for f in _ENTRY_FIELDS), names=_ENTRY_FIELDS)
+            condition = delete_condition(
+                *(entry.get(f) for f in _ENTRY_FIELDS), names=_ENTRY_FIELDS
             )
+            await may(req, "s3:DeleteObject", req.bucket, key)  # each key on its own
+            conditions.append(condition)
             valid.append(key)
         except S3Error as exc:
             failed.append((key, exc.code, exc.message))

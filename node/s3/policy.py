@@ -358,7 +358,7 @@ class Statement:
     conditions: tuple[Condition, ...]
 
     def applies(self, req: Request) -> bool:
-        named = self.any_principal or (req.who is not None and req.who in self.principals)
+        named = self.any_principal or not self.principals.isdisjoint(req.who)
         return (
             named != self.not_principal
             and (self.actions.fullmatch(req.action) is None) == self.not_action
@@ -446,14 +446,17 @@ class Request:
     action: str
     resource: str
     context: Mapping[str, ContextValue] = field(default_factory=dict)
+    #: other names of the same principal (a user is named by its canonical id, its ARN
+    #: or its access key alike)
+    aliases: tuple[str, ...] = ()
     #: computed once here rather than again for every statement
     ctx: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
-    who: str | None = field(init=False, repr=False, compare=False)
+    who: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ctx", _context(self.context))
-        who = None if self.principal is None else _account_root(self.principal)
-        object.__setattr__(self, "who", who)
+        names = () if self.principal is None else (self.principal, *self.aliases)
+        object.__setattr__(self, "who", frozenset(_account_root(n) for n in names))
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

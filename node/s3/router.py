@@ -15,7 +15,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from shardfleet.node.logs import log_request
-from shardfleet.node.s3 import acl, buckets, copy, multipart, objects, semantics, xml
+from shardfleet.node.s3 import (
+    acl,
+    bucketpolicy,
+    buckets,
+    copy,
+    multipart,
+    objects,
+    semantics,
+    xml,
+)
+from shardfleet.node.s3.access import authorize
 from shardfleet.node.s3.context import S3Request, S3Services, split_query, split_target
 from shardfleet.node.s3.errors import MethodNotAllowed, NotImplementedError_, S3Error, from_internal
 from shardfleet.node.s3.sigv4 import RequestView, verify_request
@@ -32,6 +42,7 @@ BUCKET_SUBRESOURCES = (
     "location",
     "versioning",
     "uploads",
+    "policyStatus",
     "policy",
     "acl",
     "cors",
@@ -80,6 +91,10 @@ BUCKET: dict[tuple[str, str], Handler] = {
     ("PUT", "acl"): acl.put_bucket_acl,
     ("POST", "delete"): objects.delete_objects,
     ("GET", "uploads"): multipart.list_uploads,
+    ("PUT", "policy"): bucketpolicy.put_bucket_policy,
+    ("GET", "policy"): bucketpolicy.get_bucket_policy,
+    ("DELETE", "policy"): bucketpolicy.delete_bucket_policy,
+    ("GET", "policyStatus"): bucketpolicy.get_bucket_policy_status,
 }
 OBJECT: dict[tuple[str, str], Handler] = {
     ("PUT", ""): objects.put_object,
@@ -124,6 +139,10 @@ OP_NAMES: dict[Handler, str] = {
     multipart.complete_upload: "CompleteMultipartUpload",
     multipart.abort_upload: "AbortMultipartUpload",
     multipart.list_uploads: "ListMultipartUploads",
+    bucketpolicy.put_bucket_policy: "PutBucketPolicy",
+    bucketpolicy.get_bucket_policy: "GetBucketPolicy",
+    bucketpolicy.delete_bucket_policy: "DeleteBucketPolicy",
+    bucketpolicy.get_bucket_policy_status: "GetBucketPolicyStatus",
 }
 
 
@@ -162,6 +181,8 @@ def new_request_id() -> str:
 
 def error_response(err: S3Error, method: str, resource: str, request_id: str) -> web.Response:
     headers = {"x-amz-request-id": request_id}
+    if err.headers:  # e.g. SlowDown's Retry-After
+        headers.update(err.headers)
     if method == "HEAD":
         return web.Response(status=err.status, headers=headers)
     body = xml.error(err.code, err.message, resource, request_id, err.extra)
@@ -172,6 +193,7 @@ def error_response(err: S3Error, method: str, resource: str, request_id: str) ->
 
 def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     metrics = services.metrics
+    limits = services.limits  # per-requester limits (node/s3/limits.py), None when off
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -182,6 +204,8 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             response = await serve(request)
             return response
         finally:
+            if limits is not None and (slot := request.get("s3_slot")) is not None:
+                limits.release(slot)  # the upload it admitted is done
             seconds = time.perf_counter() - started
             state = request.get("s3")
             status = state[1] if state else 499
@@ -221,16 +245,25 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
         try:
             view = RequestView(request.method, raw_path, pairs, request.headers)
             req.auth = verify_request(
-                view, services.lookup_secret, now=time.time(), region=services.region
+                view, services.users.secret, now=time.time(), region=services.region
             )
+            req.identity = services.users.identity(req.auth.access_key)
             handler = pick_handler(request.method, bucket, key, query, request.headers)
             op = request["s3_op"] = OP_NAMES.get(handler, handler.__name__)
+            if limits is not None:  # SlowDown before the body is read or anything stored
+                request["s3_slot"] = limits.admit(
+                    req.auth.access_key if req.auth else None, request.remote, op
+                )
+            await authorize(req, op)  # nothing is read or stored for a refused request
             # before any handler: what we would not honor exactly is refused here
-            semantics.screen(op, request.headers, query, owner_id=services.owner_id)
+            owner = req.owner.canonical_id if req.owner else services.owner_id
+            semantics.screen(op, request.headers, query, owner_id=owner)
             response = await handler(req)
         except Exception as exc:
             err = from_internal(exc)
-            if err.status >= 500:
+            # a throttled request is no failure of ours (the access log and
+            # shardfleet_s3_throttled_total have it): a flood must not flood the log too
+            if err.status >= 500 and err.code != "SlowDown":
                 log.log(
                     logging.ERROR if err.code == "InternalError" else logging.WARNING,
                     "request %s %s %s failed: %s",

@@ -53,13 +53,16 @@ MULTIPART_OPS = frozenset(
         "ListMultipartUploads",
     }
 )
+POLICY_OPS = frozenset({"PutBucketPolicy", "GetBucketPolicy", "DeleteBucketPolicy"})
 ALL_OPS = (
     BUCKET_READS
     | OBJECT_READS
     | OBJECT_WRITES
     | ACL_OPS
     | MULTIPART_OPS
+    | POLICY_OPS
     | {"ListBuckets", "CreateBucket", "DeleteBucket", "DeleteObjects", "DeleteObject"}
+    | {"GetBucketPolicyStatus"}
 )
 BODY_OPS = frozenset(
     {
@@ -68,6 +71,7 @@ BODY_OPS = frozenset(
         "DeleteObjects",
         "PutBucketAcl",
         "PutObjectAcl",
+        "PutBucketPolicy",
         "UploadPart",
         "CompleteMultipartUpload",
         "CreateMultipartUpload",
@@ -293,6 +297,8 @@ RULES: tuple[Rule, ...] = (
     Q("location", ("GetBucketLocation",)),
     Q("acl", ACL_OPS, sample_op="DeleteObject", note="the private ACL only: read, or set private"),
     Q("versioning", ("GetBucketVersioning",), note="reads only: never enabled"),
+    Q("policy", POLICY_OPS, sample_op="GetObject", note="bucket policies (node/s3/policy.py)"),
+    Q("policyStatus", ("GetBucketPolicyStatus",), sample_op="GetObject"),
     Q("uploads", ("CreateMultipartUpload", "ListMultipartUploads"), sample_op="DeleteObject"),
     Q("upload-id-marker", ("ListMultipartUploads",)),
     Q("max-uploads", ("ListMultipartUploads",)),
@@ -323,8 +329,6 @@ REFUSED_SUBRESOURCES = (
     "notification",
     "object-lock",
     "ownershipControls",
-    "policy",
-    "policyStatus",
     "publicAccessBlock",
     "renameObject",
     "replication",

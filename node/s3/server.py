@@ -20,6 +20,23 @@ Both cost nothing per request beyond a few attribute and dict operations: one
 loop.call_later timer per connection (armed at connection_made, cancelled when the first
 head is parsed), and on a kept-alive connection a timer only when a head arrives in more
 than one read.
+
+Every response this server sends (S3 answers and errors, streamed GETs, the admin API,
+/health, /metrics, the parse errors above) gets the browser security headers MinIO sends
+(cmd/generic-handlers.go, addCustomHeadersMiddleware), added as its head is written
+(aiohttp's per-request prepare hook), so no handler can forget them:
+
+- `X-Content-Type-Options: nosniff`: a browser renders an object as its declared
+  Content-Type, never as what it guesses from the bytes (an "image" that is HTML);
+- `X-XSS-Protection: 1; mode=block`, MinIO's value (current browsers ignore the header);
+- `Strict-Transport-Security: max-age=31536000; includeSubDomains` on HTTPS only: when the
+  connection is TLS, or the server is told it serves HTTPS (`tls_enabled`: the node's
+  `tls_cert`/`tls_key`). MinIO sends it over plain HTTP too, where browsers ignore it;
+- `Vary: Origin` (MinIO's, from its CORS handler): a cache must not hand an answer made
+  for one Origin to another. Merged into a Vary a handler set, never replacing it.
+
+Not sent: `Content-Security-Policy: block-all-mixed-content`, which MinIO dropped in 2023
+(a deprecated directive, minio/minio#17580).
 """
 
 from __future__ import annotations
@@ -31,11 +48,46 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from shardfleet.node.s3 import xml
 from shardfleet.node.s3.router import new_request_id
 
 log = logging.getLogger(__name__)
+
+#: on every response (see the module docstring)
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-XSS-Protection", "1; mode=block"),
+)
+#: on responses over HTTPS
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+def add_security_headers(headers: Any, *, https: bool) -> None:
+    """Sets the security headers on a response's (not yet sent) headers."""
+    for name, value in SECURITY_HEADERS:
+        headers[name] = value
+    if https:
+        headers[HSTS[0]] = HSTS[1]
+    vary = headers.get("Vary")
+    if vary is None:
+        headers["Vary"] = "Origin"
+    else:  # a handler's own (CORS: Origin, Access-Control-Request-Method, ...) stays
+        tokens = {t.strip().lower() for v in headers.getall("Vary") for t in v.split(",")}
+        if "origin" not in tokens and "*" not in tokens:
+            headers["Vary"] = ", ".join((*headers.getall("Vary"), "Origin"))
+
+
+class _S3HttpRequest(BaseRequest):
+    """A request whose every response gets the security headers as its head is written,
+    whoever made the response (a handler's streamed one, an error, a parse failure)."""
+
+    ATTRS = BaseRequest.ATTRS | frozenset(["_tls_enabled"])
+    _tls_enabled = False
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        add_security_headers(response.headers, https=self._tls_enabled or self.secure)
 
 
 class _S3RequestHandler(RequestHandler):
@@ -158,6 +210,9 @@ class S3Server(web.Server):
     construction) or kept-alive idle ones, which clients reopen at the cost of one
     handshake. nginx does the same when it runs out of connections: it reclaims idle
     kept-alive ones, oldest first.
+
+    tls_enabled: the node serves HTTPS, so every response carries Strict-Transport-Security
+    (a connection that is TLS gets it anyway).
     """
 
     def __init__(
@@ -166,10 +221,12 @@ class S3Server(web.Server):
         *,
         header_timeout: float = 10.0,
         max_idle_connections: int = 1024,
+        tls_enabled: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.header_timeout = header_timeout
+        self.tls_enabled = tls_enabled
         self.max_idle_connections = max_idle_connections
         # connections waiting for a head, longest-waiting first
         self._pending: OrderedDict[_S3RequestHandler, None] = OrderedDict()
@@ -180,6 +237,14 @@ class S3Server(web.Server):
 
     def __call__(self) -> RequestHandler:
         return _S3RequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def _make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> BaseRequest:
+        request = _S3HttpRequest(message, payload, protocol, writer, task, self._loop)
+        if self.tls_enabled:
+            request._tls_enabled = True
+        return request
 
     @property
     def idle_connections(self) -> int:

@@ -428,4 +428,16 @@ def verify_request(
         from shardfleet.node.s3 import sigv2
 
         return sigv2.verify_query(req, lookup_secret, now=now)
-    raise AccessDenied()
+    return anonymous(req)
+
+
+def anonymous(req: RequestView) -> AuthResult:
+    """A request that carries no signature: allowed only where a bucket policy says so
+    (node/s3/access.py; access key ""). Its body is read as it says: unsigned, hashed, or
+    aws-chunked without chunk signatures; one claiming signed chunks has nothing to sign
+    them with and is refused."""
+    value = req.headers.get("x-amz-content-sha256")
+    mode, expected = ("UNSIGNED", None) if value is None else _classify_payload(value)
+    if mode in ("STREAMING-SIGNED", "STREAMING-SIGNED-TRAILER"):
+        raise AccessDenied()
+    return AuthResult("", mode, expected, b"", "", "", "", False)

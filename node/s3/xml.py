@@ -75,8 +75,11 @@ def error(code: str, message: str, resource: str, request_id: str, extra: dict[s
     return (HEAD + "<Error>" + "".join(body) + "</Error>").encode()
 
 
-def owner(owner_id: str) -> str:
-    return f"<Owner>{el('ID', owner_id)}{el('DisplayName', owner_id)}</Owner>"
+def owner(who: object) -> str:
+    """<Owner> of an id (shown as its own display name) or of an identity (node/s3/identity:
+    canonical id and display name)."""
+    ident, name = (who, who) if isinstance(who, str) else (who.canonical_id, who.display_name)  # type: ignore[attr-defined]
+    return f"<Owner>{el('ID', ident)}{el('DisplayName', name)}</Owner>"
 
 
 def list_buckets(

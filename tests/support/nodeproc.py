@@ -17,7 +17,7 @@ from botocore.config import Config
 from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from shardfleet.node.devcluster import serve_command
 
-_ENDPOINT = re.compile(r"endpoint:\s+(http://\S+)")
+_ENDPOINT = re.compile(r"endpoint:\s+(https?://\S+)")
 
 
 class NodeProcess:
@@ -96,10 +96,12 @@ class NodeProcess:
         self.stop()
         return self.start()
 
-    def client(self, **config: object):
+    def client(self, *, verify: str | bool | None = None, **config: object):
+        """A boto3 client; `verify`: the CA bundle for an https endpoint (botocore's verify)."""
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
+            verify=verify,
             aws_access_key_id=DEV_ACCESS_KEY,
             aws_secret_access_key=DEV_SECRET_KEY,
             region_name="us-east-1",

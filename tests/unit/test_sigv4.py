@@ -202,8 +202,12 @@ def test_tampering_is_detected() -> None:
 def test_unknown_key_and_missing_auth() -> None:
     with pytest.raises(errors.InvalidAccessKeyId):
         verify(signed("GET", "/bucket", access_key="AKUNKNOWN"))
-    with pytest.raises(errors.AccessDenied):
-        verify(RequestView("GET", "/bucket", [], {"host": "h"}))
+    # no signature at all: an anonymous request (node/s3/access.py decides what it may do)
+    anon = verify(RequestView("GET", "/bucket", [], {"host": "h"}))
+    assert anon.access_key == "" and anon.payload_mode == "UNSIGNED"
+    with pytest.raises(errors.AccessDenied):  # signed chunks, with nothing to sign them
+        verify(RequestView("PUT", "/b/k", [], {"x-amz-content-sha256":
+                                              "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"}))  # fmt: skip
     # SigV2 is routed to node.s3.sigv2 (tests/unit/test_sigv2.py); without a Date it is denied.
     with pytest.raises(errors.AccessDenied, match="Date or x-amz-date"):
         verify(RequestView("GET", "/b", [], {"host": "h", "authorization": "AWS AK:c2ln"}))
