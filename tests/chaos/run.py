@@ -1,27 +1,48 @@
 """The chaos run: a bounded workload through random nodes of a dev cluster while a fault
-injector breaks nodes, drives and bytes; then healing, then every invariant.
+injector breaks nodes, drives, bytes and links; then healing, then every invariant.
 
 Workload (threads, each owning its keys, so the ledger is exact): PUT of 0 B to 3 MiB,
 overwrite, GET (checked against the ledger as it streams), DELETE, CopyObject and, now and
 then, a multipart upload, each through a random node. Faults, one at a time, at most one
-node out at once (a 2+2 cluster's write tolerance): SIGKILL and restart of a node,
-SIGSTOP/SIGCONT of a node (a hang), flipped bytes in a shard file, a deleted shard file, a
-wiped drive (its node formats and heals it while running).
+node out at once (a 2+2 cluster's write tolerance), each bounded in time and undone before
+the next:
+
+  kill          SIGKILL of a node, restarted 0.5-3 s later
+  stop          SIGSTOP of a node, SIGCONT 0.5-3 s later (a hang)
+  flip          one byte of a shard file inverted (bitrot)
+  unlink        a shard file deleted
+  wipe          a drive emptied (its node formats and heals it while running; a drive that
+                is a mount point keeps its mount and loses its contents, as a new disk)
+  enospc        the one small tmpfs drive (Chaos(full_drive=...), see conftest.py) filled to
+                ENOSPC by a filler file for 1-3 s, then the filler removed: writes go on
+                without it (counted; one refused then is reported) and its misses go to the
+                MRF queue
+  slow_read     a drive's read_shard delayed 3 s, for 1-3 s    } FaultyDrive in the node
+  slow_commit   a drive's commit delayed 3 s, for 1-3 s        } (node/testfaults.py, with
+  fail_commit   a drive's commit fails (DriveIOError), 1-3 s   } SHARDFLEET_TEST_FAULTS=1)
+  partition     a node cut off from its peers, both ways, 1-4 s } only on a cluster that
+  partition_in  ... only what its peers send it is dropped       } can (tests/chaos/netns.py:
+  partition_out ... only what it sends its peers is dropped      } network namespaces); then
+                                                                   until all see all again
+
+The kinds a run draws from are the ones its cluster supports (Chaos(kinds=...) narrows
+them; rotate=True takes them in turn). Damaging faults (flip, unlink, wipe) are healed before the next fault, as an operator
+replaces one disk at a time: damage stays within the tolerance.
 
 Invariants, after the faults stop and `admin heal` reports done: no acknowledged write lost,
 no deleted key back, no wrong bytes ever read (during the run too), no error for any key at
-the end, and a deep scan after healing finds nothing left to heal.
+the end, no write refused while only the small drive was full, and a deep scan after
+healing finds nothing left to heal (nor anything it cannot heal).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import errno
 import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,12 +53,18 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shardfleet.node import admin as admin_api
 from shardfleet.node.config import DEV_ACCESS_KEY, DEV_SECRET_KEY
 from shardfleet.node.devcluster import DevCluster
 from tests.chaos.ledger import Ledger
 
 MiB = 1 << 20
 BUCKET = "chaos"
+FILLER = ".chaos-filler"  # the file that fills the small drive
+DAMAGING = ("flip", "unlink", "wipe")
+BASIC = ("kill", "stop", "flip", "unlink", "wipe")
+DRIVE_FAULTS = ("slow_read", "slow_commit", "fail_commit")
+PARTITIONS = {"partition": "both", "partition_in": "in", "partition_out": "out"}
 
 
 def client(endpoint: str):
@@ -52,16 +79,18 @@ def client(endpoint: str):
 
 
 def admin(endpoint: str, *args: str) -> dict:
-    env = dict(
-        os.environ, SHARDFLEET_ACCESS_KEY=DEV_ACCESS_KEY, SHARDFLEET_SECRET_KEY=DEV_SECRET_KEY
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "shardfleet.node.main", "admin", *args, "--endpoint", endpoint],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stdout + proc.stderr)
-    return json.loads(proc.stdout)
+    """`shardfleet admin heal start [--deep]` / `heal status --json`, in this process (the
+    CLI's own calls: a subprocess per poll cost a second of interpreter start each)."""
+    try:
+        if args[:2] == ("heal", "start"):
+            return admin_api.start_heal(
+                endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY, deep="--deep" in args
+            )
+        if args[:2] == ("heal", "status"):
+            return admin_api.fetch_heal(endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY)
+    except SystemExit as exc:  # the CLI client's way of failing
+        raise RuntimeError(str(exc)) from None
+    raise ValueError(f"no such admin call here: {args}")
 
 
 @dataclass
@@ -78,6 +107,10 @@ class Report:
     bytes_healed: int = 0
     heal_seconds: float = 0.0
     left_to_heal: int = 0
+    failed_to_heal: int = 0  # objects that deep scan found damaged and could not heal
+    full_writes: Counter = field(default_factory=Counter)  # writes while a drive was full
+    full_writes_failed: list[str] = field(default_factory=list)
+    fault_errors: list[str] = field(default_factory=list)  # faults that could not be injected
 
     def text(self) -> str:
         return "\n".join(
@@ -86,6 +119,10 @@ class Report:
                 f"  operations: {dict(self.ops)}",
                 f"  operation errors (allowed while a node is out): {dict(self.errors)}",
                 f"  faults: {dict(self.faults)} ({sum(self.faults.values())} in all)",
+                f"  writes while a drive was full: {self.full_writes['acked']} acknowledged,"
+                f" {self.full_writes['failed']} failed {self.full_writes_failed[:3]}",
+                f"  faults that could not be injected: {len(self.fault_errors)}"
+                f" {self.fault_errors[:3]}",
                 f"  keys verified at the end: {self.keys_verified}",
                 f"  lost acknowledged writes: {len(self.lost)} {self.lost[:5]}",
                 f"  resurrected deletes: {len(self.resurrected)} {self.resurrected[:5]}",
@@ -93,13 +130,23 @@ class Report:
                 f"  keys failing at the end: {len(self.end_errors)} {self.end_errors[:5]}",
                 f"  bytes healed: {self.bytes_healed}",
                 f"  last fault to full redundancy: {self.heal_seconds:.1f} s",
-                f"  objects a deep scan still had to heal afterwards: {self.left_to_heal}",
+                f"  objects a deep scan still had to heal afterwards: {self.left_to_heal}"
+                f" (and failed to heal: {self.failed_to_heal})",
             ]
         )
 
 
 class Chaos:
-    def __init__(self, cluster: DevCluster, seed: int, *, keys_per_worker: int = 12) -> None:
+    def __init__(
+        self,
+        cluster: DevCluster,
+        seed: int,
+        *,
+        keys_per_worker: int = 12,
+        full_drive: Path | None = None,
+        kinds: tuple[str, ...] | None = None,
+        rotate: bool = False,
+    ) -> None:
         self.cluster = cluster
         self.rng = random.Random(seed)
         self.report = Report(seed)
@@ -108,6 +155,32 @@ class Chaos:
         self.keys_per_worker = keys_per_worker
         self.lock = threading.Lock()
         self.down: set[int] = set()  # nodes killed or stopped right now
+        self.full_drive = full_drive  # a small mount of its own, for the ENOSPC fault
+        self.full = threading.Event()  # set while it is full
+        supported = self.supported()
+        if kinds is not None:
+            unknown = set(kinds) - set(supported)
+            if unknown:
+                raise ValueError(f"this cluster cannot inject {sorted(unknown)}")
+            supported = kinds
+        self.kinds = supported
+        self.rotate = rotate  # the kinds in turn (a short run sees each), not at random
+        self.started = time.monotonic()
+        self.timeline: list[tuple[float, str, int, float]] = []  # at, kind, node, seconds
+
+    def supported(self) -> tuple[str, ...]:
+        """The fault kinds this cluster allows: the basic ones always; ENOSPC with a small
+        drive of its own; FaultyDrive faults when its nodes run with SHARDFLEET_TEST_FAULTS=1;
+        partitions on a cluster of network namespaces."""
+        kinds = list(BASIC)
+        if self.full_drive is not None:
+            kinds.append("enospc")
+        env = {**os.environ, **(self.cluster.env or {})}
+        if env.get("SHARDFLEET_TEST_FAULTS") == "1":
+            kinds += DRIVE_FAULTS
+        if hasattr(self.cluster, "cut"):
+            kinds += PARTITIONS
+        return tuple(kinds)
 
     # -- workload ------------------------------------------------------------------------
     def endpoints(self) -> list[str]:
@@ -123,12 +196,18 @@ class Chaos:
             s3 = clients[rng.choice(self.endpoints() or self.cluster.endpoints)]
             op = rng.choices(["put", "get", "delete", "copy", "multipart"], [5, 6, 1, 1, 0.3])[0]
             self.report.ops[op] += 1
+            full = self.full.is_set() and op in ("put", "copy", "multipart")
             try:
                 self._one(s3, rng, op, key, keys)
+                if full and self.full.is_set():
+                    self.report.full_writes["acked"] += 1
             except (ClientError, BotoCoreError, OSError) as exc:
                 response = getattr(exc, "response", None) or {}
                 code = response.get("Error", {}).get("Code", type(exc).__name__)
                 self.report.errors[f"{op}:{code}"] += 1
+                if full and self.full.is_set():
+                    self.report.full_writes["failed"] += 1
+                    self.report.full_writes_failed.append(f"{op} {key}: {code}")
 
     def _one(self, s3, rng: random.Random, op: str, key: str, keys: list[str]) -> None:
         ledger = self.ledger
@@ -183,18 +262,32 @@ class Chaos:
         nodes = list(range(1, self.cluster.spec.nodes + 1))
         while time.monotonic() < deadline and not self.stop.is_set():
             time.sleep(rng.uniform(0.5, 1.5) * every)
-            kind = rng.choice(["kill", "stop", "flip", "unlink", "wipe"])
+            if self.rotate:
+                kind = self.kinds[sum(self.report.faults.values()) % len(self.kinds)]
+            else:
+                kind = rng.choice(self.kinds)
             node = rng.choice(nodes)
+            if kind == "enospc":  # always the one small drive
+                assert self.full_drive is not None
+                node = int(self.full_drive.parent.name.removeprefix("node"))
+            began = time.monotonic()
             try:
                 getattr(self, f"_{kind}")(rng, node)
                 self.report.faults[kind] += 1
                 self.last_fault = time.monotonic()
+                self.timeline.append((began - self.started, kind, node, self.last_fault - began))
             except FileNotFoundError:
                 continue  # nothing of that kind there yet
-            if kind in ("flip", "unlink", "wipe"):
+            except Exception as exc:  # noqa: BLE001 - the injector's own failure: reported
+                self.report.fault_errors.append(f"{kind} on node{node}: {exc!r}"[:300])
+                self.undo()
+                continue
+            if kind in DAMAGING:
                 # damage stays within the tolerance: the next damaging fault comes once
                 # this one is healed (as an operator replaces one disk at a time)
+                began = time.monotonic()
                 self._heal_now(deep=kind == "flip")
+                self.timeline.append((began - self.started, "heal", 0, time.monotonic() - began))
 
     def _heal_now(self, *, deep: bool) -> None:
         endpoint = next(iter(self.endpoints()), None)
@@ -254,16 +347,103 @@ class Chaos:
         rng.choice(shards).unlink()
 
     def _wipe(self, rng: random.Random, node: int) -> None:
-        drive = rng.choice(self._drives(node))
-        shutil.rmtree(drive)
-        drive.mkdir()
-        time.sleep(3)  # its node notices within 2 s and formats it: one fault at a time
+        drives = self._drives(node)
+        # Beside a mount point only a mount point is adopted as a replacement (the node's
+        # guard against a disk that failed to mount), so on a node with one, only it is
+        # replaced: by an empty file system on the same mount, as a new disk would be.
+        mounts = [d for d in drives if os.path.ismount(d)]
+        drive = rng.choice(mounts or drives)
+        if drive in mounts:
+            for child in list(drive.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        else:
+            shutil.rmtree(drive)
+            drive.mkdir()
+        # its node notices within 2 s and formats it: one fault at a time
+        deadline = time.monotonic() + 10
+        while not (drive / "format.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def _enospc(self, rng: random.Random, node: int) -> None:
+        """Fills the small drive to ENOSPC for a few seconds, then frees it."""
+        if self.full_drive is None:
+            raise FileNotFoundError
+        filler = self.full_drive / FILLER
+        try:
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                st = os.statvfs(self.full_drive)
+                with contextlib.suppress(OSError):
+                    os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
+                os.lseek(fd, 0, os.SEEK_END)
+                chunk = b"\0" * 4096
+                while True:  # what fallocate left, to the last page
+                    try:
+                        os.write(fd, chunk)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOSPC:
+                            raise
+                        break
+            finally:
+                os.close(fd)
+            self.full.set()
+            time.sleep(rng.uniform(1, 3))
+        finally:
+            self.full.clear()
+            with contextlib.suppress(FileNotFoundError):
+                filler.unlink()
+
+    def _drive_fault(self, rng: random.Random, node: int, **arm: object) -> None:
+        """Arms a FaultyDrive fault on one drive of a node for a few seconds (the node's
+        test-only route, node/testfaults.py), then clears it. It expires by itself too."""
+        from shardfleet.node import testfaults
+
+        endpoint = self.cluster.endpoint(node)
+        drive = rng.randrange(1, self.cluster.spec.drives_per_node + 1)
+        hold = rng.uniform(1, 3)
+        testfaults.call(endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY, drive=drive, ttl=hold + 30, **arm)
+        try:
+            time.sleep(hold)
+        finally:
+            testfaults.call(endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY, drive=drive, kind="clear")
+
+    def _slow_read(self, rng: random.Random, node: int) -> None:
+        self._drive_fault(rng, node, kind="delay", method="read_shard", seconds=3)
+
+    def _slow_commit(self, rng: random.Random, node: int) -> None:
+        self._drive_fault(rng, node, kind="delay", method="commit", seconds=3)
+
+    def _fail_commit(self, rng: random.Random, node: int) -> None:
+        self._drive_fault(rng, node, kind="fail", method="commit", error="io")
+
+    def _cut(self, rng: random.Random, node: int, direction: str) -> None:
+        """Partitions a node from its peers (clients still reach every node), then mends
+        the links and waits (at most 15 s) until every node sees every other again."""
+        self.cluster.cut(node, direction)
+        try:
+            time.sleep(rng.uniform(1, 4))
+        finally:
+            self.cluster.mend(node)
+        if not self.cluster.wait_converged(timeout=15):
+            self.report.errors[f"{direction}-partition:not-converged-after-15s"] += 1
+
+    def _partition(self, rng: random.Random, node: int) -> None:
+        self._cut(rng, node, PARTITIONS["partition"])
+
+    def _partition_in(self, rng: random.Random, node: int) -> None:
+        self._cut(rng, node, PARTITIONS["partition_in"])
+
+    def _partition_out(self, rng: random.Random, node: int) -> None:
+        self._cut(rng, node, PARTITIONS["partition_out"])
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, *, seconds: float, workers: int = 4, fault_every: float = 3.0) -> Report:
         first = client(self.cluster.endpoints[0])
         first.create_bucket(Bucket=BUCKET)
-        self.last_fault = time.monotonic()
+        self.last_fault = self.started = time.monotonic()
         deadline = time.monotonic() + seconds
         threads = [
             threading.Thread(target=self.worker, args=(w, deadline), daemon=True)
@@ -272,13 +452,42 @@ class Chaos:
         threads.append(
             threading.Thread(target=self.faults, args=(deadline, fault_every), daemon=True)
         )
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(seconds + 120)
-        self.stop.set()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(seconds + 120)
+        finally:
+            self.stop.set()
+            self.undo()
         self._settle()
         return self.report
+
+    def undo(self) -> None:
+        """Whatever fault may still be in force, undone (each fault undoes itself; this is
+        for a run cut short): links mended, nodes continued, filler removed, drive faults
+        cleared."""
+        from shardfleet.node import testfaults
+
+        self.full.clear()
+        if self.full_drive is not None:
+            with contextlib.suppress(OSError):
+                (self.full_drive / FILLER).unlink()
+        if hasattr(self.cluster, "cut"):
+            for i in self.cluster.procs:
+                self.cluster.mend(i)
+        for i, proc in self.cluster.procs.items():
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                if set(DRIVE_FAULTS) & set(self.kinds):
+                    with contextlib.suppress(Exception):
+                        testfaults.call(
+                            self.cluster.endpoint(i), DEV_ACCESS_KEY, DEV_SECRET_KEY,
+                            drive=0, kind="clear", timeout=5,
+                        )  # fmt: skip
+        with self.lock:
+            self.down.clear()
 
     def _settle(self) -> None:
         """Every node up, healing done, then every key checked and a deep scan."""
@@ -292,6 +501,7 @@ class Chaos:
         admin(endpoint, "heal", "start", "--deep")
         self._wait_healed(endpoint, 300)
         self.report.heal_seconds = time.monotonic() - max(self.last_fault, started - 3)
+        self.timeline.append((started - self.started, "settle:heal", 0, time.monotonic() - started))
         st = admin(endpoint, "heal", "status", "--json")
         self.report.bytes_healed = sum(
             n["scanner"]["bytes"] + n["mrf"]["bytes"] for n in st["nodes"]
@@ -308,10 +518,14 @@ class Chaos:
             self.ledger.read(key, data)
             self.report.keys_verified += 1
         before = sum(n["scanner"]["healed"] for n in st["nodes"])
+        failed = sum(n["scanner"]["failed"] for n in st["nodes"])
+        began = time.monotonic()
         admin(endpoint, "heal", "start", "--deep")
         self._wait_healed(endpoint, 300)
+        self.timeline.append((began - self.started, "settle:deep", 0, time.monotonic() - began))
         st = admin(endpoint, "heal", "status", "--json")
         self.report.left_to_heal = sum(n["scanner"]["healed"] for n in st["nodes"]) - before
+        self.report.failed_to_heal = sum(n["scanner"]["failed"] for n in st["nodes"]) - failed
         self.report.lost = self.ledger.lost
         self.report.wrong = self.ledger.wrong
         self.report.resurrected = self.ledger.resurrected
@@ -319,11 +533,11 @@ class Chaos:
     @staticmethod
     def _wait_healed(endpoint: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        time.sleep(1)
+        time.sleep(0.3)  # the pass just asked for shows as running or pending by then
         while True:
             st = admin(endpoint, "heal", "status", "--json")
             if st["done"] and not st["unreachable"]:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"healing not done after {timeout}s: {st}")
-            time.sleep(0.5)
+            time.sleep(0.25)

@@ -5,7 +5,10 @@ behaviour is the drive contract, checked in test_drive_conformance.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -67,13 +70,38 @@ def test_faulty_drive_covers_the_whole_protocol():
 
 
 def test_faulty_drive_is_never_imported_by_production_code():
-    users = [
-        path.relative_to(REPO)
+    """The one place that names it is node/testfaults.py, the test-only switch that node/app.py
+    imports at start only when SHARDFLEET_TEST_FAULTS=1; so no module names testfaults but
+    app.py, and importing every module of the package (what any start can reach) loads
+    neither."""
+    sources = {
+        path.relative_to(REPO): path.read_text()
         for package in ("erasure", "transport", "cluster", "healing", "node")
         for path in (REPO / package).rglob("*.py")
-        if "faulty_drive" in path.read_text() and path.name != "faulty_drive.py"
+    }
+    users = [
+        p for p, text in sources.items() if "faulty_drive" in text and p.name != "faulty_drive.py"
     ]
-    assert users == []
+    assert users == [Path("node/testfaults.py")]
+    switch = [
+        p for p, text in sources.items() if "testfaults" in text and p.name != "testfaults.py"
+    ]
+    assert switch == [Path("node/app.py")]
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "for pkg in ('erasure', 'transport', 'cluster', 'healing', 'node'):\n"
+        "    base = importlib.import_module('shardfleet.' + pkg)\n"
+        "    for m in pkgutil.walk_packages(base.__path__, base.__name__ + '.'):\n"
+        "        if m.name not in ('shardfleet.cluster.faulty_drive', 'shardfleet.node.testfaults'):\n"
+        "            importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.endswith(('faulty_drive', 'testfaults'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SHARDFLEET_TEST_FAULTS"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 async def test_fail_a_number_of_times_then_until_cleared(faulty):
