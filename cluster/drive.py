@@ -253,13 +253,15 @@ class Drive(Protocol):
         record's version is not `vid`."""
 
     async def scan(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> list[tuple[str, bytes]]:
         """Up to `limit` (key, packed meta) with key > start_after and key.startswith(prefix),
-        sorted. Packed, because listing compares copies without decoding them."""
+        sorted. Packed, because listing compares copies without decoding them. A drive not
+        healed yet answers NotYetHealed unless `every` (the scanner: its rows are copies
+        all the same, and the scanner is what heals it)."""
 
     async def scan_digest(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> ScanDigest:
         """`scan_digest` of what `scan` would return: listing reads the rows from one drive
         and checks the others against them without moving their rows."""

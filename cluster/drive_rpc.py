@@ -227,7 +227,13 @@ DELETE = Rpc(
     {"b": BUCKET, "k": KEY, "v": optional(VID), "t": optional(TOMBSTONE)},
     {},
 )
-_SCAN_ASK = {"b": BUCKET, "p": LISTING_ARG, "s": LISTING_ARG, "l": integer(0, MAX_SCAN_ASK)}
+_SCAN_ASK = {
+    "b": BUCKET,
+    "p": LISTING_ARG,
+    "s": LISTING_ARG,
+    "l": integer(0, MAX_SCAN_ASK),
+    "e": BOOL,  # every: a drive not healed yet answers too (the scanner's listings)
+}
 SCAN = Rpc(
     "drive.scan",
     _SCAN_ASK,
@@ -459,9 +465,10 @@ class RemoteDrive:
         await self._call(DELETE, {"b": bucket, "k": key, "v": vid, "t": packed})
 
     async def scan(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> list[tuple[str, bytes]]:
-        _, reply = await self._call(SCAN, {"b": bucket, "p": prefix, "s": start_after, "l": limit})
+        ask = {"b": bucket, "p": prefix, "s": start_after, "l": limit, "e": every}
+        _, reply = await self._call(SCAN, ask)
         raw = await self._body(SCAN, reply, MAX_META_REPLY)
         try:
             rows = msgpack.unpackb(raw)
@@ -478,9 +485,9 @@ class RemoteDrive:
         return [(key, packed) for key, packed in rows]
 
     async def scan_digest(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> ScanDigest:
-        header = {"b": bucket, "p": prefix, "s": start_after, "l": limit}
+        header = {"b": bucket, "p": prefix, "s": start_after, "l": limit, "e": every}
         h, _ = await self._call(SCAN_DIGEST, header)
         return ScanDigest(h["n"], h["last"], h["h"])
 
@@ -592,11 +599,11 @@ def drive_handlers(drives: Mapping[str, Drive]) -> dict[str, Handler]:
         return Response({})
 
     async def scan(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN))
+        rows = await d.scan(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN), every=h["e"])
         return Response({}, msgpack.packb(rows))
 
     async def scan_digest(d: Drive, h: dict[str, Any], req: Request) -> Response:
-        got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN))
+        got = await d.scan_digest(h["b"], h["p"], h["s"], min(h["l"], MAX_SCAN), every=h["e"])
         return Response({"n": got.count, "last": got.last_key, "h": got.digest})
 
     async def complete_upload(d: Drive, h: dict[str, Any], req: Request) -> Response:

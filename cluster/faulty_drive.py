@@ -365,14 +365,14 @@ class FaultyDrive:
         await self._call("delete", bucket, key, vid=vid, tombstone=tombstone)
 
     async def scan(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> list[tuple[str, bytes]]:
-        return await self._call("scan", bucket, prefix, start_after, limit)
+        return await self._call("scan", bucket, prefix, start_after, limit, every=every)
 
     async def scan_digest(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> ScanDigest:
-        return await self._call("scan_digest", bucket, prefix, start_after, limit)
+        return await self._call("scan_digest", bucket, prefix, start_after, limit, every=every)
 
     async def complete_upload(
         self,

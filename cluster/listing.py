@@ -75,7 +75,9 @@ async def list_objects(
     chosen = set(order[:enough]) if len(order) >= enough else set(range(len(drives)))
     evidence = len(drives) - eset.write_quorum + 1  # answers that can prove a key absent
     while True:
-        results, errors = await _scans(eset, chosen, order, bucket, prefix, marker, batch)
+        results, errors = await _scans(
+            eset, chosen, order, bucket, prefix, marker, batch, every=every
+        )
         if len(results) < min(enough, len(drives)) and len(chosen) < len(drives):
             chosen = set(range(len(drives)))  # a chosen drive failed: ask them all
             continue
@@ -130,6 +132,8 @@ async def _scans(
     prefix: str,
     marker: str,
     batch: int,
+    *,
+    every: bool = False,
 ) -> tuple[dict[int, list[tuple[str, bytes]]], dict[int, BaseException]]:
     """One batch of rows from each chosen drive that answers.
 
@@ -143,9 +147,9 @@ async def _scans(
         calls = [
             None
             if i not in chosen
-            else (lambda d=d: d.scan(bucket, prefix, marker, batch))
+            else (lambda d=d: d.scan(bucket, prefix, marker, batch, every=every))
             if rows_from(i)
-            else (lambda d=d: d.scan_digest(bucket, prefix, marker, batch))
+            else (lambda d=d: d.scan_digest(bucket, prefix, marker, batch, every=every))
             for i, d in enumerate(eset.drives)
         ]
         return await fan_out(calls, timeout=t.meta, need=eset.write_quorum, grace=t.meta_grace)

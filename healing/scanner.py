@@ -124,6 +124,9 @@ class Scanner(Worker):
                         healed += await self._scan_set(eset, bucket, deep)
                     except NoSuchBucket:
                         continue
+                    except Exception as exc:  # a listing below quorum: the rest goes on
+                        log.warning("scanner: %s in set %s: %s", bucket, eset.index, exc)
+                        self.failed += 1
             self.last_total = self.pass_scanned
         except Exception:
             self.failed += 1  # a listing below quorum, say: not a clean pass

@@ -613,7 +613,7 @@ class LocalDrive:
             await self._remove_retired(old_dirs)
 
     async def scan(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> list[tuple[str, bytes]]:
         # On the loop, like read_meta: py-lmdb releases the GIL around every cursor step, and
         # in a worker thread each of those thousand steps waits behind the busy loop thread
@@ -621,14 +621,14 @@ class LocalDrive:
         rows = self._read(lambda: self.index.scan_objects(bucket, prefix, start_after, limit))
         if not rows and self.bucket_created(bucket) is None:
             raise VolumeNotFound(bucket)
-        if self.healing_since is not None and not bucket.endswith("+mp"):
+        if self.healing_since is not None and not every and not bucket.endswith("+mp"):
             raise NotYetHealed(f"{bucket}: drive not healed yet, its listing proves nothing")
         return rows
 
     async def scan_digest(
-        self, bucket: str, prefix: str, start_after: str, limit: int
+        self, bucket: str, prefix: str, start_after: str, limit: int, *, every: bool = False
     ) -> ScanDigest:
-        return scan_digest(await self.scan(bucket, prefix, start_after, limit))
+        return scan_digest(await self.scan(bucket, prefix, start_after, limit, every=every))
 
     # -- per-key leases ----------------------------------------------------------------
     async def lock(self, resource: str, owner: str, ttl: float) -> bool:

@@ -221,12 +221,12 @@ METHODS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         {"b": "bucket", "k": "key", "v": "vid?", "t": "meta?"},
     ),
     "drive.scan": (
-        {"b": BUCKET, "p": "", "s": "", "l": 10},
-        {"b": "bucket", "p": "listing", "s": "listing", "l": "limit"},
+        {"b": BUCKET, "p": "", "s": "", "l": 10, "e": False},
+        {"b": "bucket", "p": "listing", "s": "listing", "l": "limit", "e": "bool"},
     ),
     "drive.scan_digest": (
-        {"b": BUCKET, "p": "", "s": "", "l": 10},
-        {"b": "bucket", "p": "listing", "s": "listing", "l": "limit"},
+        {"b": BUCKET, "p": "", "s": "", "l": 10, "e": False},
+        {"b": "bucket", "p": "listing", "s": "listing", "l": "limit", "e": "bool"},
     ),
     "drive.lock": (
         {"r": f"{BUCKET}/{INLINE_KEY}", "o": "owner-1", "t": 5},
@@ -462,7 +462,7 @@ def test_checks_cost_microseconds(capsys):
         "drive.write_shard": {"d": vid, "b": "my-bucket", "v": vid, "p": 1},
         "drive.read_meta": {"d": vid, "b": "my-bucket", "k": "photos/2024/img_0001.jpg"},
         "drive.lock": {"d": vid, "r": "my-bucket/photos/img_0001.jpg", "o": vid, "t": 5.0},
-        "drive.scan": {"d": vid, "b": "my-bucket", "p": "photos/", "s": "photos/a", "l": 1001},
+        "drive.scan": {"d": vid, "b": "my-bucket", "p": "photos/", "s": "photos/a", "l": 1001, "e": False},
         "drive.commit": {"d": vid, "b": "my-bucket", "k": "photos/2024/img_0001.jpg",
                          "m": make_meta(vid, inline=False).pack(), "i": None},
     }  # fmt: skip
