@@ -87,9 +87,10 @@ HEAL_MARK = "healing.mark"
 class LocalShardWriter:
     """A staged shard file being written (see shardfile.py for how bytes reach the disk)."""
 
-    def __init__(self, drive: LocalDrive, vid: str, file: ShardFile) -> None:
+    def __init__(self, drive: LocalDrive, vid: str, part: int, file: ShardFile) -> None:
         self._drive = drive
         self._vid = vid
+        self._part = part
         self._file: ShardFile | None = file
 
     async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
@@ -109,12 +110,16 @@ class LocalShardWriter:
             finally:
                 file.close()
 
-        await self._drive._io(sync_close)
+        try:
+            await self._drive._io(sync_close)
+        finally:
+            self._drive._writing.discard((self._vid, self._part))
 
     async def abort(self) -> None:
         file, self._file = self._file, None
         if file is not None:
             file.close()
+        self._drive._writing.discard((self._vid, self._part))
         await self._drive.abort_staged(self._vid)
 
 
@@ -132,6 +137,7 @@ class LocalDrive:
         self.errors = 0
         self.last_statvfs: tuple[int, int] | None = None  # (free, total) from the last probe
         self._inflight: set[str] = set()  # vids staged or being committed
+        self._writing: set[tuple[str, int]] = set()  # (vid, part) shard files open for writing
         self._reader = RangeReader()
         self._trash_done: list[bytes] = []
         self.leases = LeaseTable()  # per-key locks (cluster/keylock.py): memory only
@@ -290,19 +296,30 @@ class LocalDrive:
 
     # -- shards -------------------------------------------------------------------------
     async def open_shard(self, bucket: str, vid: str, part: int) -> LocalShardWriter:
+        """A staged file left by a write that was never committed nor aborted here (its
+        coordinator gave up on this drive after its grace) is replaced: it holds this very
+        shard of this very version, and a heal must be able to write it again. One still
+        being written is not (DriveIOError)."""
+        if (vid, part) in self._writing:
+            raise DriveIOError(f"{vid}/part.{part} is being written")
         self._inflight.add(vid)
+        self._writing.add((vid, part))
 
         def create() -> ShardFile:
             directory = self._tmp / vid
             directory.mkdir(exist_ok=True)
-            return ShardFile(directory / f"part.{part}")
+            path = directory / f"part.{part}"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a stale leftover (see above)
+            return ShardFile(path)
 
         try:
             file = await self._io(create)
         except BaseException:
             self._inflight.discard(vid)
+            self._writing.discard((vid, part))
             raise
-        return LocalShardWriter(self, vid, file)
+        return LocalShardWriter(self, vid, part, file)
 
     async def abort_staged(self, vid: str) -> None:
         self._inflight.discard(vid)

@@ -24,14 +24,19 @@ class Ledger:
     wrong: list[str] = field(default_factory=list)
     resurrected: list[str] = field(default_factory=list)
     checked: int = 0
+    # for each violation: what was read where, and the last acknowledged operation (the
+    # `where` strings the caller gives: node, time, request id), to find it in the logs
+    evidence: list[str] = field(default_factory=list)
+    last: dict[str, str] = field(default_factory=dict)  # key -> its last acknowledged op
 
-    def acked(self, key: str, data: bytes | None) -> None:
+    def acked(self, key: str, data: bytes | None, where: str = "") -> None:
         self.allowed[key] = {GONE if data is None else digest(data)}
+        self.last[key] = where
 
     def uncertain(self, key: str, data: bytes | None) -> None:
         self.allowed.setdefault(key, {GONE}).add(GONE if data is None else digest(data))
 
-    def read(self, key: str, data: bytes | None) -> None:
+    def read(self, key: str, data: bytes | None, where: str = "") -> None:
         """Checks one read (None: 404) against the ledger; records what is wrong."""
         allowed = self.allowed.get(key, {GONE})
         self.checked += 1
@@ -44,3 +49,7 @@ class Ledger:
             self.resurrected.append(key)  # a deleted key came back
         else:
             self.wrong.append(key)  # bytes that were never the key's
+        states = sorted(a[:8] for a in allowed)
+        self.evidence.append(
+            f"{key}: read {got[:8]} ({where}), allowed {states}, last acked: {self.last.get(key)}"
+        )

@@ -111,6 +111,7 @@ class Report:
     full_writes: Counter = field(default_factory=Counter)  # writes while a drive was full
     full_writes_failed: list[str] = field(default_factory=list)
     fault_errors: list[str] = field(default_factory=list)  # faults that could not be injected
+    evidence: list[str] = field(default_factory=list)  # per broken invariant: who, when
 
     def text(self) -> str:
         return "\n".join(
@@ -132,6 +133,7 @@ class Report:
                 f"  last fault to full redundancy: {self.heal_seconds:.1f} s",
                 f"  objects a deep scan still had to heal afterwards: {self.left_to_heal}"
                 f" (and failed to heal: {self.failed_to_heal})",
+                *(f"  evidence: {e}" for e in self.evidence[:10]),
             ]
         )
 
@@ -209,32 +211,46 @@ class Chaos:
                     self.report.full_writes["failed"] += 1
                     self.report.full_writes_failed.append(f"{op} {key}: {code}")
 
+    def _where(self, s3, op: str, answer: dict) -> str:
+        """Which node answered, when, with which request id: to find it in the node logs."""
+        rid = answer.get("ResponseMetadata", {}).get("RequestId", "?")
+        node = s3.meta.endpoint_url.rsplit(":", 1)[-1]
+        return f"{op} via :{node} at {time.monotonic() - self.started:.1f} s, request {rid}"
+
+    def _get(self, s3, key: str) -> tuple[bytes | None, str]:
+        try:
+            answer = s3.get_object(Bucket=BUCKET, Key=key)
+            data = answer["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "NoSuchKey":
+                raise
+            return None, self._where(s3, "GET 404", exc.response)
+        return data, self._where(s3, "GET", answer)
+
     def _one(self, s3, rng: random.Random, op: str, key: str, keys: list[str]) -> None:
         ledger = self.ledger
         if op == "get":
-            try:
-                data = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "NoSuchKey":
-                    raise
-                data = None
-            ledger.read(key, data)
+            data, where = self._get(s3, key)
+            ledger.read(key, data, where)
             return
         if op == "delete":
             ledger.uncertain(key, None)
-            s3.delete_object(Bucket=BUCKET, Key=key)
-            ledger.acked(key, None)
+            answer = s3.delete_object(Bucket=BUCKET, Key=key)
+            ledger.acked(key, None, self._where(s3, "DELETE", answer))
             return
         if op == "copy":
             source = rng.choice([k for k in keys if k != key])
             allowed = ledger.allowed.get(source, set())
             if len(allowed) != 1 or "<deleted>" in allowed:
                 return  # copy only from a settled, existing source: the result is known
-            data = s3.get_object(Bucket=BUCKET, Key=source)["Body"].read()
-            ledger.read(source, data)
+            answer = s3.get_object(Bucket=BUCKET, Key=source)
+            data = answer["Body"].read()
+            ledger.read(source, data, self._where(s3, "GET", answer))
             ledger.uncertain(key, data)
-            s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": source})
-            ledger.acked(key, data)
+            answer = s3.copy_object(
+                Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": source}
+            )
+            ledger.acked(key, data, self._where(s3, "COPY", answer))
             return
         if op == "multipart":
             parts = [rng.randbytes(5 * MiB), rng.randbytes(rng.randrange(1, 300_000))]
@@ -245,16 +261,16 @@ class Chaos:
             for n, body in enumerate(parts, 1):
                 r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=n, Body=body)
                 done.append({"PartNumber": n, "ETag": r["ETag"]})
-            s3.complete_multipart_upload(
+            answer = s3.complete_multipart_upload(
                 Bucket=BUCKET, Key=key, UploadId=uid, MultipartUpload={"Parts": done}
             )
-            ledger.acked(key, data)
+            ledger.acked(key, data, self._where(s3, "COMPLETE", answer))
             return
         size = rng.choice([0, 1000, 100_000, 300_000, 1 * MiB, 3 * MiB + 7])
         data = rng.randbytes(size)
         ledger.uncertain(key, data)
-        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
-        ledger.acked(key, data)
+        answer = s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+        ledger.acked(key, data, self._where(s3, "PUT", answer))
 
     # -- faults --------------------------------------------------------------------------
     def faults(self, deadline: float, every: float) -> None:
@@ -281,7 +297,8 @@ class Chaos:
             except Exception as exc:  # noqa: BLE001 - the injector's own failure: reported
                 self.report.fault_errors.append(f"{kind} on node{node}: {exc!r}"[:300])
                 self.undo()
-                continue
+                if kind not in DAMAGING:
+                    continue  # (a damaging one may have done part of its damage: healed)
             if kind in DAMAGING:
                 # damage stays within the tolerance: the next damaging fault comes once
                 # this one is healed (as an operator replaces one disk at a time)
@@ -353,15 +370,17 @@ class Chaos:
         # replaced: by an empty file system on the same mount, as a new disk would be.
         mounts = [d for d in drives if os.path.ismount(d)]
         drive = rng.choice(mounts or drives)
-        if drive in mounts:
+        if drive in mounts:  # what the node writes meanwhile (data/, tmp/) it clears itself
             for child in list(drive.iterdir()):
                 if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
+                    shutil.rmtree(child, ignore_errors=True)
                 else:
-                    child.unlink()
-        else:
-            shutil.rmtree(drive)
+                    child.unlink(missing_ok=True)
+        else:  # pulled out at once (a write in flight cannot race the removal), then gone
+            gone = drive.with_name(f".wiped-{drive.name}-{time.monotonic_ns()}")
+            drive.rename(gone)
             drive.mkdir()
+            shutil.rmtree(gone, ignore_errors=True)
         # its node notices within 2 s and formats it: one fault at a time
         deadline = time.monotonic() + 10
         while not (drive / "format.json").exists() and time.monotonic() < deadline:
@@ -509,13 +528,11 @@ class Chaos:
         s3 = client(endpoint)
         for key in sorted(self.ledger.allowed):
             try:
-                data = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                data, where = self._get(s3, key)
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "NoSuchKey":
-                    self.report.end_errors.append(f"{key}: {exc.response['Error']['Code']}")
-                    continue
-                data = None
-            self.ledger.read(key, data)
+                self.report.end_errors.append(f"{key}: {exc.response['Error']['Code']}")
+                continue
+            self.ledger.read(key, data, "at the end: " + where)
             self.report.keys_verified += 1
         before = sum(n["scanner"]["healed"] for n in st["nodes"])
         failed = sum(n["scanner"]["failed"] for n in st["nodes"])
@@ -529,6 +546,7 @@ class Chaos:
         self.report.lost = self.ledger.lost
         self.report.wrong = self.ledger.wrong
         self.report.resurrected = self.ledger.resurrected
+        self.report.evidence = self.ledger.evidence
 
     @staticmethod
     def _wait_healed(endpoint: str, timeout: float) -> None:

@@ -231,3 +231,20 @@ async def test_a_bucket_holding_only_tombstones_can_be_deleted(drive):
     await drive.delete("bkt", "k", tombstone=ObjectMeta.tombstone("c" * 32, 300))
     await drive.delete_bucket("bkt")
     assert "bkt" not in await drive.list_buckets()
+
+
+async def test_a_shard_staged_and_left_behind_can_be_staged_again(drive):
+    """A write whose coordinator gave up on this drive after staging (no commit, no abort
+    ever came) must not block a heal of that version here: it once failed with
+    FileExistsError forever (O_EXCL), found by the chaos runs."""
+    left = await drive.open_shard("bkt", NEW, 1)
+    await left.write([b"stale"])
+    await left.finish()  # staged, durable, and then nobody came back
+    busy = await drive.open_shard("bkt", OLD, 1)
+    with pytest.raises(DriveError):  # one still being written is not replaced
+        await drive.open_shard("bkt", OLD, 1)
+    await busy.abort()
+    await put(drive, NEW, 200, b"fresh", inline=False)  # the heal's (or a retry's) shard
+    assert (await drive.read_meta("bkt", "k")).meta.vid == NEW
+    assert bytes(await drive.read_shard("bkt", NEW, 1, 0, 5)) == b"fresh"
+    assert staged_files(drive.root) == []
