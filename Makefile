@@ -36,7 +36,7 @@ run-standalone: venv
 
 # the real clients the suite drives besides boto3 and the AWS CLI (Debian's packages); a
 # missing one fails its tests instead of skipping them
-CLIENTS = rclone restic
+CLIENTS = rclone restic chromium
 clients:
 	@for c in $(CLIENTS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \

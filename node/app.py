@@ -200,6 +200,7 @@ class Node:
             body_stall_timeout=self.config.body_stall_timeout,
             metrics=self.metrics,
             tls_enabled=self.config.https,
+            cors_default=(self.config.cors_default.rule(),) if self.config.cors_default else None,
             limits=Limits.build(
                 self.config.rate_limit_rps,
                 self.config.rate_limit_burst,

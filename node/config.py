@@ -10,7 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,9 @@ from pydantic import (
 )
 
 from shardfleet.erasure import ErasureParams
+
+if TYPE_CHECKING:
+    from shardfleet.node.s3.cors import Rule
 
 DEV_ACCESS_KEY = "shardfleet-dev"
 DEV_SECRET_KEY = "shardfleet-dev-secret-key"
@@ -148,6 +151,45 @@ class UserConfig(BaseModel):
             ) from exc
 
 
+class CorsDefault(BaseModel):
+    """`[cors_default]`: the CORS rule of every bucket that has none of its own (a bucket's
+    PutBucketCors replaces it there). Unset: such buckets answer no cross-origin request,
+    as in S3. Checked as S3 checks a bucket's rule (node/s3/cors.validate_rule)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_origins: list[str] = Field(min_length=1, max_length=100)
+    allowed_methods: list[str] = Field(
+        default=["GET", "PUT", "POST", "DELETE", "HEAD"], min_length=1
+    )
+    allowed_headers: list[str] = Field(default=["*"])
+    expose_headers: list[str] = Field(default=["ETag", "x-amz-request-id", "x-amz-version-id"])
+    max_age_seconds: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> CorsDefault:
+        from shardfleet.node.s3.errors import S3Error
+
+        try:
+            self.rule()
+        except S3Error as exc:
+            raise ValueError(f"cors_default: {exc.message}") from None
+        return self
+
+    def rule(self) -> Rule:
+        from shardfleet.node.s3.cors import Rule, validate_rule
+
+        return validate_rule(
+            Rule(
+                allowed_methods=tuple(self.allowed_methods),
+                allowed_origins=tuple(self.allowed_origins),
+                allowed_headers=tuple(self.allowed_headers),
+                expose_headers=tuple(self.expose_headers),
+                max_age=self.max_age_seconds,
+            )
+        )
+
+
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -246,6 +288,8 @@ class NodeConfig(BaseModel):
     rate_limit_uploads: int = Field(default=0, ge=0, le=1_000_000)
     """PutObject/UploadPart/CopyObject/UploadPartCopy requests each requester may have in
     flight at once; beyond it 503 SlowDown. 0: no limit."""
+    cors_default: CorsDefault | None = None
+    """The CORS rule of buckets without their own ([cors_default]; see CorsDefault)."""
     _metrics_token_read: str | None = PrivateAttr(default=None)
 
     @field_validator("ec")

@@ -58,6 +58,9 @@ ACTIONS: Mapping[str, str] = {
     "GetBucketPolicy": "s3:GetBucketPolicy",
     "DeleteBucketPolicy": "s3:DeleteBucketPolicy",
     "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
+    "PutBucketCors": "s3:PutBucketCORS",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "DeleteBucketCors": "s3:PutBucketCORS",  # as in S3: no action of its own
 }
 POLICY_ACTIONS = frozenset(
     (

@@ -1,5 +1,5 @@
-"""Per-bucket configuration kept cluster-wide: the bucket's owner and its policy (and, as
-they come, CORS rules), stored as small objects of a system bucket.
+"""Per-bucket configuration kept cluster-wide: the bucket's owner, its policy and its CORS
+rules, stored as small objects of a system bucket.
 
 Why objects: they get everything a PUT gets (write quorum, the MRF queue, the scanner,
 tombstones on delete, a bucket that drives that were away catch up on), so a policy set
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from shardfleet.cluster.errors import BucketExists, NoSuchBucket, NoSuchKey
 from shardfleet.cluster.objects import ObjectLayer
 from shardfleet.cluster.put import PutRequest
+from shardfleet.node.s3 import cors
+from shardfleet.node.s3.cors import Rule
 from shardfleet.node.s3.errors import S3Error
 from shardfleet.node.s3.policy import Policy, parse
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_BUCKET = "SYS_shardfleet"
 KINDS = ("owner", "policy", "cors")
+MAX_CACHED = 10_000  # buckets whose configuration a node keeps in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class BucketConfig:
     policy: bytes | None = None  # the policy document as the owner sent it (JSON)
     cors: bytes | None = None  # the CORS configuration as stored (XML)
     compiled: Policy | None = field(default=None, compare=False)  # `policy`, parsed once
+    cors_rules: tuple[Rule, ...] | None = field(default=None, compare=False)  # `cors`, parsed
 
 
 class BucketConfigs:
@@ -63,8 +67,18 @@ class BucketConfigs:
             except S3Error as exc:  # validated when it was put: only a newer node's syntax
                 log.error("bucket %s: its stored policy does not parse (%s): it grants nothing",
                           bucket, exc)  # fmt: skip
-        conf = BucketConfig(owner, values[1], values[2], compiled)
-        self._cache[bucket] = (now, conf)
+        rules = None
+        if values[2] is not None:
+            try:
+                rules = cors.parse(values[2])
+            except S3Error as exc:  # as for the policy: it allows nothing
+                log.error("bucket %s: its stored CORS rules do not parse (%s)", bucket, exc)
+        conf = BucketConfig(owner, values[1], values[2], compiled, rules)
+        cache = self._cache
+        cache.pop(bucket, None)
+        cache[bucket] = (now, conf)  # insertion order: oldest first
+        if len(cache) > MAX_CACHED:  # requests naming random buckets must not grow it forever
+            del cache[next(iter(cache))]
         return conf
 
     async def set(self, bucket: str, kind: str, value: bytes | None) -> None:

@@ -18,6 +18,7 @@ from shardfleet.node.s3.sigv4 import AuthResult
 
 if TYPE_CHECKING:
     from shardfleet.node.s3.bucketconf import BucketConfigs
+    from shardfleet.node.s3.cors import Rule
     from shardfleet.node.s3.identity import Users
     from shardfleet.node.s3.limits import Limits
 
@@ -35,6 +36,7 @@ class S3Services:
     metrics: Metrics | None = None
     limits: Limits | None = None  # per-requester rate and upload limits (node/s3/limits.py)
     tls_enabled: bool = False  # S3 is served over HTTPS (aws:SecureTransport, HSTS)
+    cors_default: tuple[Rule, ...] | None = None  # rules for buckets without their own
 
 
 @dataclass(slots=True)

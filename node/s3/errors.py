@@ -7,10 +7,11 @@
     │       AuthorizationQueryParametersError, EntityTooLarge, EntityTooSmall,
     │       InvalidPart, InvalidPartOrder, MetadataTooLarge, TooManyBuckets, RequestTimeout,
     │       MissingContentLength (411), InvalidEncryptionAlgorithmError, InvalidStorageClass,
-    │       MalformedPolicy
-    ├── 403 AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch,
+    │       MalformedPolicy, BadRequest
+    ├── 403 AccessDenied, AccessForbidden, InvalidAccessKeyId, SignatureDoesNotMatch,
     │       RequestTimeTooSkewed, ExpiredToken
-    ├── 404 NoSuchBucket, NoSuchKey, NoSuchUpload, NoSuchBucketPolicy
+    ├── 404 NoSuchBucket, NoSuchKey, NoSuchUpload, NoSuchBucketPolicy,
+    │       NoSuchCORSConfiguration
     ├── 405 MethodNotAllowed
     ├── 409 BucketAlreadyOwnedByYou, BucketAlreadyExists, BucketNotEmpty, OperationAborted,
     │       ConditionalRequestConflict
@@ -48,6 +49,8 @@ def _err(code: str, status: int, message: str) -> type[S3Error]:
 
 
 InvalidArgument = _err("InvalidArgument", 400, "Invalid Argument")
+#: a CORS preflight without Origin or a valid Access-Control-Request-Method
+BadRequest = _err("BadRequest", 400, "Insufficient information. Origin request header needed.")
 InvalidRequest = _err("InvalidRequest", 400, "Invalid Request")
 InvalidBucketName = _err("InvalidBucketName", 400, "The specified bucket is not valid.")
 KeyTooLongError = _err("KeyTooLongError", 400, "Your key is too long.")
@@ -110,6 +113,14 @@ MissingContentLength = _err(
     "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
 )
 AccessDenied = _err("AccessDenied", 403, "Access Denied")
+#: a CORS preflight no rule allows (S3's own code for it, not AccessDenied)
+AccessForbidden = _err(
+    "AccessForbidden",
+    403,
+    "CORSResponse: This CORS request is not allowed. This is usually "
+    "because the evalution of Origin, request method / Access-Control-Request-Method or "
+    "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+)
 InvalidAccessKeyId = _err(
     "InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records."
 )
@@ -128,6 +139,9 @@ NoSuchBucket = _err("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _err("NoSuchKey", 404, "The specified key does not exist.")
 NoSuchUpload = _err("NoSuchUpload", 404, "The specified multipart upload does not exist.")
 NoSuchBucketPolicy = _err("NoSuchBucketPolicy", 404, "The bucket policy does not exist")
+NoSuchCORSConfiguration = _err(
+    "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
+)
 MethodNotAllowed = _err(
     "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
 )

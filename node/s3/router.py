@@ -17,9 +17,11 @@ from aiohttp import web
 from shardfleet.node.logs import log_request
 from shardfleet.node.s3 import (
     acl,
+    bucketcors,
     bucketpolicy,
     buckets,
     copy,
+    cors,
     multipart,
     objects,
     semantics,
@@ -95,6 +97,9 @@ BUCKET: dict[tuple[str, str], Handler] = {
     ("GET", "policy"): bucketpolicy.get_bucket_policy,
     ("DELETE", "policy"): bucketpolicy.delete_bucket_policy,
     ("GET", "policyStatus"): bucketpolicy.get_bucket_policy_status,
+    ("PUT", "cors"): bucketcors.put_bucket_cors,
+    ("GET", "cors"): bucketcors.get_bucket_cors,
+    ("DELETE", "cors"): bucketcors.delete_bucket_cors,
 }
 OBJECT: dict[tuple[str, str], Handler] = {
     ("PUT", ""): objects.put_object,
@@ -143,6 +148,9 @@ OP_NAMES: dict[Handler, str] = {
     bucketpolicy.get_bucket_policy: "GetBucketPolicy",
     bucketpolicy.delete_bucket_policy: "DeleteBucketPolicy",
     bucketpolicy.get_bucket_policy_status: "GetBucketPolicyStatus",
+    bucketcors.put_bucket_cors: "PutBucketCors",
+    bucketcors.get_bucket_cors: "GetBucketCors",
+    bucketcors.delete_bucket_cors: "DeleteBucketCors",
 }
 
 
@@ -242,24 +250,20 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             query.setdefault(name, value)
         req = S3Request(request, services, bucket, key, query, request_id)
         op = "Unknown"
+        origin = request.headers.get("Origin")
         try:
-            view = RequestView(request.method, raw_path, pairs, request.headers)
-            req.auth = verify_request(
-                view, services.users.secret, now=time.time(), region=services.region
-            )
-            req.identity = services.users.identity(req.auth.access_key)
-            handler = pick_handler(request.method, bucket, key, query, request.headers)
-            op = request["s3_op"] = OP_NAMES.get(handler, handler.__name__)
-            if limits is not None:  # SlowDown before the body is read or anything stored
-                request["s3_slot"] = limits.admit(
-                    req.auth.access_key if req.auth else None, request.remote, op
-                )
-            await authorize(req, op)  # nothing is read or stored for a refused request
-            # before any handler: what we would not honor exactly is refused here
-            owner = req.owner.canonical_id if req.owner else services.owner_id
-            semantics.screen(op, request.headers, query, owner_id=owner)
-            response = await handler(req)
+            if origin is not None:  # a browser's: CORS headers on whatever the answer is
+                request["s3_cors"] = await _cors_headers(services, bucket, request.method, origin)
+            if request.method == "OPTIONS":  # a CORS preflight: never signed, nothing stored
+                op = request["s3_op"] = "PreflightRequest"
+                if limits is not None:
+                    limits.admit(None, request.remote, op)
+                response = await bucketcors.preflight(services, bucket, key, request.headers)
+            else:
+                response = await _serve_s3(req, request, raw_path, pairs, query)
+                op = request.get("s3_op", op)
         except Exception as exc:
+            op = request.get("s3_op", op)
             err = from_internal(exc)
             # a throttled request is no failure of ours (the access log and
             # shardfleet_s3_throttled_total have it): a flood must not flood the log too
@@ -298,4 +302,44 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
         )
         return response
 
+    async def _serve_s3(
+        req: S3Request,
+        request: web.Request,
+        raw_path: str,
+        pairs: list[tuple[str, str]],
+        query: dict[str, str],
+    ) -> web.StreamResponse:
+        view = RequestView(request.method, raw_path, pairs, request.headers)
+        req.auth = verify_request(
+            view, services.users.secret, now=time.time(), region=services.region
+        )
+        req.identity = services.users.identity(req.auth.access_key)
+        handler = pick_handler(request.method, req.bucket, req.key, query, request.headers)
+        op = request["s3_op"] = OP_NAMES.get(handler, handler.__name__)
+        if limits is not None:  # SlowDown before the body is read or anything stored
+            request["s3_slot"] = limits.admit(
+                req.auth.access_key if req.auth else None, request.remote, op
+            )
+        await authorize(req, op)  # nothing is read or stored for a refused request
+        # before any handler: what we would not honor exactly is refused here
+        owner = req.owner.canonical_id if req.owner else services.owner_id
+        semantics.screen(op, request.headers, query, owner_id=owner)
+        return await handler(req)
+
     return handle
+
+
+async def _cors_headers(
+    services: S3Services, bucket: str, method: str, origin: str
+) -> dict[str, str]:
+    """What a request with an Origin gets on its answer, success or error (added as the
+    response's head is written, node/s3/server.py). A failure to read the bucket's rules
+    costs the headers, never the request: the browser then withholds the answer."""
+    headers = {"Vary": cors.VARY}
+    if method == "OPTIONS":
+        return headers
+    try:
+        headers.update(await bucketcors.response_headers(services, bucket, method, origin))
+    except Exception as exc:  # noqa: BLE001 - e.g. ReadQuorumLost: the request still runs
+        log.warning("CORS rules of bucket %r unreadable: %s", bucket, exc)
+    return headers

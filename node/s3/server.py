@@ -87,6 +87,9 @@ class _S3HttpRequest(BaseRequest):
     _tls_enabled = False
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        cors = self.get("s3_cors")  # a browser's request (node/s3/router.py)
+        if cors:
+            response.headers.update(cors)
         add_security_headers(response.headers, https=self._tls_enabled or self.secure)
 
 

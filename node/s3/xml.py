@@ -114,17 +114,17 @@ def parse(body: bytes, root: str) -> ET.Element:
         element = ET.fromstring(body)
     except ET.ParseError as exc:
         raise MalformedXML() from exc
-    if _local(element.tag) != root:
+    if local_name(element.tag) != root:
         raise MalformedXML(f"Expected a {root} document.")
     return element
 
 
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
 def children(element: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in element if _local(c.tag) == name]
+    return [c for c in element if local_name(c.tag) == name]
 
 
 def child_text(element: ET.Element, name: str) -> str | None:
@@ -141,12 +141,12 @@ def parse_delete(body: bytes) -> tuple[list[dict[str, str]], bool]:
     root = parse(body, "Delete")
     entries = []
     for child in root:
-        if _local(child.tag) not in ("Object", "Quiet"):
-            raise MalformedXML(f"Unknown element {_local(child.tag)!r} in Delete.")
+        if local_name(child.tag) not in ("Object", "Quiet"):
+            raise MalformedXML(f"Unknown element {local_name(child.tag)!r} in Delete.")
     for obj in children(root, "Object"):
         entry = {}
         for field in obj:
-            name = _local(field.tag)
+            name = local_name(field.tag)
             if name not in DELETE_ENTRY_FIELDS or name in entry:
                 raise MalformedXML(f"Unexpected element {name!r} in a Delete Object.")
             entry[name] = field.text or ""

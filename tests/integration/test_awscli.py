@@ -463,3 +463,80 @@ def test_s3api_list_objects_v2_prefix_delimiter(aws, s3, bucket):
     assert nothing.get("KeyCount", 0) == 0 and "Contents" not in nothing
 
     assert [c["Key"] for c in paged["Contents"]] == keys[:4]
+
+
+def test_s3api_bucket_policy_and_cors(aws, s3, bucket, tmp_path):
+    """The CLI's own requests for policies and CORS (its bodies, its checksums), then curl
+    as the anonymous browser-less client: a public-read policy lets it GET, not PUT; a
+    preflight answers from the CORS rules the CLI set."""
+    s3.put_object(Bucket=bucket, Key="public.txt", Body=b"for everyone")
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+    rules = {
+        "CORSRules": [
+            {"AllowedOrigins": ["https://page.example"], "AllowedMethods": ["GET", "PUT"]}
+        ]
+    }
+    (tmp_path / "policy.json").write_text(json.dumps(doc))
+    (tmp_path / "cors.json").write_text(json.dumps(rules))
+    aws.run_many(
+        ["s3api", "put-bucket-policy", "--bucket", bucket, "--policy", "file://policy.json"],
+        [
+            "s3api",
+            "put-bucket-cors",
+            "--bucket",
+            bucket,
+            "--cors-configuration",
+            "file://cors.json",
+        ],
+        cwd=tmp_path,
+    )
+    policy, status, cors = aws.json_many(
+        ["s3api", "get-bucket-policy", "--bucket", bucket],
+        ["s3api", "get-bucket-policy-status", "--bucket", bucket],
+        ["s3api", "get-bucket-cors", "--bucket", bucket],
+    )
+    assert json.loads(policy["Policy"]) == doc
+    assert status["PolicyStatus"]["IsPublic"] is True
+    assert cors["CORSRules"] == rules["CORSRules"]
+
+    url = f"{aws.endpoint}/{bucket}/public.txt"
+    curl = ["curl", "-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]
+    got = subprocess.run([*curl, url], capture_output=True, text=True, timeout=30, check=True)
+    assert got.stdout.splitlines() == ["for everyone", "200"]
+    put = subprocess.run(
+        [*curl, "-X", "PUT", "--data-binary", "overwritten", url],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert put.stdout.endswith("\n403") and "<Code>AccessDenied</Code>" in put.stdout
+    pre = subprocess.run(
+        [*curl, "-X", "OPTIONS", "-D", "-", "-H", "Origin: https://page.example",
+         "-H", "Access-Control-Request-Method: PUT", url],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert pre.stdout.endswith("\n200")
+    assert "access-control-allow-origin: https://page.example" in pre.stdout.lower()
+    assert s3.get_object(Bucket=bucket, Key="public.txt")["Body"].read() == b"for everyone"
+
+    aws.run_many(
+        ["s3api", "delete-bucket-policy", "--bucket", bucket],
+        ["s3api", "delete-bucket-cors", "--bucket", bucket],
+    )
+    missing = aws.run_many(
+        ["s3api", "get-bucket-policy", "--bucket", bucket],
+        ["s3api", "get-bucket-cors", "--bucket", bucket],
+        ok=False,
+    )
+    assert "NoSuchBucketPolicy" in missing[0].stderr
+    assert "NoSuchCORSConfiguration" in missing[1].stderr
+    got = subprocess.run([*curl, url], capture_output=True, text=True, timeout=30, check=True)
+    assert got.stdout.endswith("\n403")
