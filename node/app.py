@@ -447,7 +447,8 @@ class Node:
 
     def reload(self) -> None:
         """SIGHUP: read again what can change without a restart (the TLS certificate, the
-        users and their secrets). What cannot be read is logged and the old kept."""
+        users and their secrets, the /metrics token). What cannot be read is logged and the
+        old kept."""
         if self.tls is not None:
             self.tls.reload()
         if self.reread_config is not None:
@@ -458,6 +459,8 @@ class Node:
                 log.error("SIGHUP: users not reloaded, the previous ones stay: %s", exc)
                 return
             log.info("SIGHUP: %d credentials loaded", len(self.users))
+            token = fresh.metrics_bearer
+            self._metrics_digest = token_digest(token) if token is not None else None
 
     def _after_start(self) -> None:
         """Once serving: work that start-up need not pay for (a ctypes import; aiohttp's

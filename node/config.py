@@ -277,8 +277,8 @@ class NodeConfig(BaseModel):
     """When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise); unset,
     /metrics is open. Also from $SHARDFLEET_METRICS_TOKEN, or metrics_token_file."""
     metrics_token_file: Path | None = None
-    """A file holding metrics_token (read at start; surrounding whitespace ignored), so the
-    configuration file itself need not hold the secret."""
+    """A file holding metrics_token (read at start and on SIGHUP; surrounding whitespace
+    ignored), so the configuration file itself need not hold the secret."""
     rate_limit_rps: float = Field(default=0.0, ge=0, le=1_000_000)
     """Requests per second each requester may make (an access key; an anonymous request's
     source address); beyond it 503 SlowDown with Retry-After. 0: no limit."""

@@ -3,6 +3,9 @@ metrics_token_file), on real node processes; open when none is set."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import urllib.error
 import urllib.request
 
@@ -64,3 +67,12 @@ def test_token_from_a_file(node_factory, tmp_path) -> None:
     node = node_factory(args=["--config", str(conf)])
     assert scrape(node.endpoint)[0] == 401
     assert scrape(node.endpoint, f"Bearer {TOKEN}")[0] == 200
+    # rotated without a restart: the file's new token on SIGHUP, the old one refused
+    rotated = TOKEN + "-rotated"
+    secret.write_text(rotated + "\n")
+    os.kill(node.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while scrape(node.endpoint, f"Bearer {rotated}")[0] != 200:
+        assert time.monotonic() < deadline, "the rotated token was not taken on SIGHUP"
+        time.sleep(0.1)
+    assert scrape(node.endpoint, f"Bearer {TOKEN}")[0] == 401
