@@ -43,6 +43,8 @@ class DevClusterSpec:
     bucket_sync_interval: float = 15.0
     tls: bool = False
     """S3 over HTTPS, with a certificate per node from the cluster CA."""
+    extra_config: str = ""
+    """Top-level TOML every node reads too (tests: [[users]], rate limits, [cors_default])."""
 
     def node_id(self, i: int) -> str:
         return f"node{i}"
@@ -151,6 +153,7 @@ def write_cluster_files(spec: DevClusterSpec) -> Path:
     lines = [
         f'ec = "{spec.ec}"',
         f"bucket_sync_interval = {spec.bucket_sync_interval}",
+        spec.extra_config,
         "",
         "[cluster]",
         'name = "dev"',
