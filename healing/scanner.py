@@ -110,14 +110,13 @@ class Scanner(Worker):
         self.pass_started, self.pass_scanned = time.monotonic(), 0
         began, failed_before, unreached_before = time.time(), self.failed, self.unreached
         healed = 0
-        covered: list[ErasureSet] = []
+        covered = [
+            eset
+            for eset in (sets if sets is not None else self.layer.active_sets)
+            if sets is not None or self.owns(eset)
+        ]
         try:
             buckets = [only] if only else sorted(await self.layer.list_buckets())
-            covered = [
-                eset
-                for eset in (sets if sets is not None else self.layer.active_sets)
-                if sets is not None or self.owns(eset)
-            ]
             for bucket in buckets:
                 for eset in covered:
                     try:
@@ -130,6 +129,8 @@ class Scanner(Worker):
             self.last_total = self.pass_scanned
         except Exception:
             self.failed += 1  # a listing below quorum, say: not a clean pass
+            if only is None:  # so a replaced drive waiting for a clean pass gets another
+                self.on_pass(PassDone(covered, began, False))
             raise
         finally:
             self.running = False

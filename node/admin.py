@@ -156,10 +156,19 @@ async def add_pool(
 
 
 def heal_local(config: NodeConfig, heal: dict[str, Any]) -> dict[str, Any]:
-    """This node's healing: its MRF queue and scanner; `done` when neither has work."""
+    """This node's healing: its MRF queue and scanner; `done` when neither has work and no
+    drive formatted here as a replacement is still waiting for the pass that proves it whole
+    (a pass that failed on one object leaves it marked, and another pass is queued)."""
     mrf, scanner = heal["mrf"].status(), heal["scanner"].status()
-    done = mrf["depth"] == 0 and not scanner["running"] and not scanner["pending"]
-    return {"node": config.node or "standalone", "done": done, "mrf": mrf, "scanner": scanner}
+    marked: list[str] = heal["healing_drives"]() if "healing_drives" in heal else []
+    done = mrf["depth"] == 0 and not scanner["running"] and not scanner["pending"] and not marked
+    return {
+        "node": config.node or "standalone",
+        "done": done,
+        "mrf": mrf,
+        "scanner": scanner,
+        "healing_drives": marked,
+    }
 
 
 def _peer_endpoints(cluster: ClusterRuntime | None, config: NodeConfig) -> dict[str, str]:
@@ -403,6 +412,8 @@ def render_heal(st: dict[str, Any]) -> str:
             f"failed {sc['failed'] + mrf['failed']}, bytes healed {sc['bytes'] + mrf['bytes']}, "
             f"MRF depth {mrf['depth']}{' (deep pass)' if sc['running'] and sc['deep'] else ''}{bar}"
         )
+        for drive in n.get("healing_drives", []):
+            lines.append(f"    drive {drive}: replaced, not yet fully healed")
     for n in st.get("unreachable", []):
         lines.append(f"  {n['node']}: unreachable ({n['error']})")
     return "\n".join(lines)

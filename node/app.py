@@ -232,7 +232,11 @@ class Node:
                     config=self.config,
                     metrics=self.metrics,
                     lookup_secret=self._lookup_secret,
-                    heal={"mrf": self.mrf, "scanner": self.scanner}
+                    heal={
+                        "mrf": self.mrf,
+                        "scanner": self.scanner,
+                        "healing_drives": self._healing_drives,
+                    }
                     if hasattr(self, "scanner")
                     else None,
                 )
@@ -514,6 +518,10 @@ class Node:
     def _sets_of(self, drive: LocalDrive) -> list[ErasureSet]:
         assert self.layer is not None
         return [s for s in self.layer.sets if drive in s.drives]
+
+    def _healing_drives(self) -> list[str]:
+        """Local drives formatted as replacements and not yet proven whole by a pass."""
+        return [d.endpoint for d in self.local_drives() if d.healing_since is not None and d.online]
 
     def _heal_marked(self) -> None:
         """A scanner pass, here, over the sets of every local drive not yet fully healed."""
