@@ -205,6 +205,7 @@ class Node:
                 self.config.rate_limit_rps,
                 self.config.rate_limit_burst,
                 self.config.rate_limit_uploads,
+                hold=self.config.rate_limit_hold,
                 on_throttle=self.metrics.throttle,
             ),
         )

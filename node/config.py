@@ -288,6 +288,10 @@ class NodeConfig(BaseModel):
     rate_limit_uploads: int = Field(default=0, ge=0, le=1_000_000)
     """PutObject/UploadPart/CopyObject/UploadPartCopy requests each requester may have in
     flight at once; beyond it 503 SlowDown. 0: no limit."""
+    rate_limit_hold: float = Field(default=0.5, ge=0, le=10)
+    """Seconds a request refused by a rate limit waits before its 503 SlowDown goes out, so
+    a client that retries at once without backoff cannot spend the node on refusals (at
+    most 4096 held at once per node). 0: answered at once."""
     cors_default: CorsDefault | None = None
     """The CORS rule of buckets without their own ([cors_default]; see CorsDefault)."""
     _metrics_token_read: str | None = PrivateAttr(default=None)

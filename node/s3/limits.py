@@ -16,6 +16,17 @@ Over either: 503 SlowDown with a Retry-After header, raised by `Limits.admit` be
 handler runs, so the body is not read (an `Expect: 100-continue` client never sends it)
 and nothing is stored.
 
+A refusal is answered after between half of `rate_limit_hold` and all of it
+(`Limits.check`), as Swift's ratelimit middleware sleeps a request over its rate (the
+jitter keeps a flood's connections from coming back all at once): a client that retries
+at once, from
+many connections, without backoff, would otherwise get its 503s as fast as the node can
+write them, and spend the node's one core on them at the expense of every other
+requester. Held, each of its connections costs one answer per hold, and sleeps on a
+timer meanwhile. At most `MAX_HELD` answers are held at once on a node; past that they
+go out at once (a sleeping request costs memory, and a flood of connections is the
+network's to stop).
+
 Cost: O(1) per request whatever the number of requesters: a dict lookup and a few float
 operations for the rate (the bucket is refilled lazily, from the time of its last use),
 and a counter for uploads. Neither table grows without bound: a requester's upload count
@@ -27,8 +38,10 @@ had anyway unless it was seen within the last burst/rate seconds.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,6 +52,8 @@ from shardfleet.node.s3.errors import SlowDown
 UPLOAD_OPS = frozenset({"PutObject", "UploadPart", "CopyObject", "UploadPartCopy"})
 
 MAX_KEYS = 65536
+#: refusals a node holds back at once (`Limits.check`)
+MAX_HELD = 4096
 
 
 class TokenBuckets:
@@ -150,7 +165,12 @@ class Limits:
         clock: Callable[[], float] = time.monotonic,
         on_throttle: Callable[[str], None] | None = None,
         max_keys: int = MAX_KEYS,
+        hold: float = 0.0,
+        max_held: int = MAX_HELD,
     ) -> None:
+        self.hold = hold
+        self.max_held = max_held
+        self.held = 0  # refusals being held right now
         depth = burst or max(1, math.ceil(rps))
         self._rates = (
             (
@@ -170,12 +190,28 @@ class Limits:
         burst: int,
         uploads: int,
         *,
+        hold: float = 0.0,
         on_throttle: Callable[[str], None] | None = None,
     ) -> Limits | None:
         """The limits, or None when both are off (0): the router then checks nothing."""
         if rps <= 0 and uploads <= 0:
             return None
-        return cls(rps, burst, uploads, on_throttle=on_throttle)
+        return cls(rps, burst, uploads, hold=hold, on_throttle=on_throttle)
+
+    async def check(self, access_key: str | None, remote: str | None, op: str) -> Slot | None:
+        """`admit`, with a refusal held back between half of `hold` and `hold` seconds
+        before it is raised (unless `max_held` are held already)."""
+        try:
+            return self.admit(access_key, remote, op)
+        except SlowDown:
+            if self.hold > 0 and self.held < self.max_held:
+                self.held += 1
+                try:
+                    # jittered, so a flood's connections do not come back all at once
+                    await asyncio.sleep(self.hold * (0.5 + random.random() / 2))
+                finally:
+                    self.held -= 1
+            raise
 
     def admit(self, access_key: str | None, remote: str | None, op: str) -> Slot | None:
         """Admits a request of `op` from `access_key` (None or "": anonymous, from

@@ -257,7 +257,7 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
             if request.method == "OPTIONS":  # a CORS preflight: never signed, nothing stored
                 op = request["s3_op"] = "PreflightRequest"
                 if limits is not None:
-                    limits.admit(None, request.remote, op)
+                    await limits.check(None, request.remote, op)
                 response = await bucketcors.preflight(services, bucket, key, request.headers)
             else:
                 response = await _serve_s3(req, request, raw_path, pairs, query)
@@ -317,7 +317,7 @@ def make_handler(services: S3Services) -> Callable[[web.Request], Awaitable[web.
         handler = pick_handler(request.method, req.bucket, req.key, query, request.headers)
         op = request["s3_op"] = OP_NAMES.get(handler, handler.__name__)
         if limits is not None:  # SlowDown before the body is read or anything stored
-            request["s3_slot"] = limits.admit(
+            request["s3_slot"] = await limits.check(
                 req.auth.access_key if req.auth else None, request.remote, op
             )
         await authorize(req, op)  # nothing is read or stored for a refused request

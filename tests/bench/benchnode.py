@@ -33,7 +33,7 @@ from shardfleet.node.devcluster import serve_command  # noqa: E402
 
 DEV_ACCESS_KEY = "shardfleet-dev"
 DEV_SECRET_KEY = "shardfleet-dev-secret-key"
-_ENDPOINT = re.compile(r"^\s*endpoint:\s+(http://\S+)\s*$", re.M)
+_ENDPOINT = re.compile(r"^\s*endpoint:\s+(https?://\S+)\s*$", re.M)
 _ACCESS = re.compile(r"^\s*access key:\s+(\S+)\s*$", re.M)
 _SECRET = re.compile(r"^\s*secret key:\s+(\S+)\s*$", re.M)
 _MEMORY_FS = {"tmpfs", "ramfs", "devtmpfs"}

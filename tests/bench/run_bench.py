@@ -18,6 +18,9 @@ Suites (``--suite a,b``; default all, in this order), each bounded in time:
               MiB/s and time to done, 1 MiB PUT/GET during healing vs. idle (>= 70%)
   frozen      the default dev cluster with node 4 SIGSTOPped: 1 MiB PUT/GET latency through
               nodes 1-3 vs. idle (issue 15: at most ~2.5 s extra, only in the first 5 s)
+  edge        standalone node (issue 16): bucket-policy evaluation and TLS on the 4 KiB and
+              64 MiB cells (policy < 5 %, TLS reported), and a quiet key's p99 while a noisy
+              key floods a rate-limited node (<= 3x idle)
 
 Data always lives in temp dirs on the real disk (on tmpfs fsync is free and the numbers would
 flatter us); every process a suite starts is stopped and its data deleted, whatever happens.
@@ -51,6 +54,7 @@ from types import FrameType
 
 import suite_cluster
 import suite_costs
+import suite_edge
 import suite_frozen
 import suite_heal
 import suite_overhead
@@ -71,6 +75,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], SuiteResult]] = {
     "priority": suite_priority.run,
     "heal": suite_heal.run,
     "frozen": suite_frozen.run,
+    "edge": suite_edge.run,
 }
 
 
@@ -130,6 +135,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--startup-runs", type=int, default=5, help="starts per startup series")
     p.add_argument("--overhead-rounds", type=int, default=2, help="on/off pairs (overhead)")
     p.add_argument("--overhead-phases", default="put,get", help="s3bench phases (overhead)")
+    p.add_argument(
+        "--edge-parts",
+        default="policy,tls,ratelimit",
+        help="edge suite parts: policy,tls,ratelimit (default all)",
+    )
+    p.add_argument("--edge-rounds", type=int, default=2, help="rounds per side (edge)")
     p.add_argument("--keep", action="store_true", help="keep the data dirs afterwards")
     p.add_argument(
         "--out",
@@ -158,7 +169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--cells: unknown cell(s) {bad}; valid: 1 2 3 4 5")
     if a.duration <= 0:
         p.error("--duration must be > 0")
-    for name in ("transport_mib", "startup_runs", "overhead_rounds", "procs"):
+    bad_parts = set(a.edge_parts.split(",")) - set(suite_edge.PARTS)
+    if bad_parts:
+        p.error(f"--edge-parts: unknown {sorted(bad_parts)}; valid: {','.join(suite_edge.PARTS)}")
+    for name in ("transport_mib", "startup_runs", "overhead_rounds", "procs", "edge_rounds"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return a

@@ -1,8 +1,8 @@
 """Per-requester limits on real node processes: a client hammering past rate_limit_rps gets
-503 SlowDown with Retry-After while requests under the limit all pass; anonymous and
-signed requesters have separate budgets; rate_limit_uploads refuses an upload over the
-limit before its body is sent, and stores nothing for it. boto3 retries are off, so
-every answer is the node's own."""
+503 SlowDown with Retry-After (held back rate_limit_hold) while requests under the limit
+all pass; anonymous and signed requesters have separate budgets; rate_limit_uploads
+refuses an upload over the limit before its body is sent, and stores nothing for it.
+boto3 retries are off, so every answer is the node's own."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.exceptions import ClientError
@@ -104,11 +105,22 @@ def test_rate_limit(node_factory, tmp_path) -> None:
     # (it is refused as it always is: the bucket is private)
     status, _, body = _anonymous_get(f"{node.endpoint}/{bucket}/k")
     assert status == 403 and b"<Code>AccessDenied</Code>" in body, (status, body)
-    anonymous = [_anonymous_get(f"{node.endpoint}/{bucket}/k") for _ in range(RPS * 2)]
+
+    def timed_get(_: int) -> tuple[float, tuple[int, dict[str, str], bytes]]:
+        began = time.monotonic()
+        got = _anonymous_get(f"{node.endpoint}/{bucket}/k")
+        return time.monotonic() - began, got
+
+    with ThreadPoolExecutor(8) as pool:
+        timed = list(pool.map(timed_get, range(RPS * 2)))
+    anonymous = [t[1] for t in timed]
     statuses = [a[0] for a in anonymous]
     assert set(statuses) == {403, 503}, statuses
     slow = next(a for a in anonymous if a[0] == 503)
     assert b"<Code>SlowDown</Code>" in slow[2] and int(slow[1]["Retry-After"]) >= 1
+    # a refusal is held back (rate_limit_hold, 0.5 s by default, jittered to >= half)
+    assert min(t for t, a in timed if a[0] == 503) >= 0.24
+    assert max(t for t, a in timed if a[0] == 403) < 0.24
 
     assert _throttled(node.endpoint, "rps") >= len(refused) + statuses.count(503)
     assert _throttled(node.endpoint, "uploads") == 0

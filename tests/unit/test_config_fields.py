@@ -42,6 +42,7 @@ def test_defaults_are_off(tmp_path) -> None:
     cfg = _load(tmp_path)
     assert cfg.metrics_bearer is None
     assert (cfg.rate_limit_rps, cfg.rate_limit_burst, cfg.rate_limit_uploads) == (0, 0, 0)
+    assert cfg.rate_limit_hold == 0.5
 
 
 def test_metrics_token_sources(tmp_path) -> None:
@@ -66,6 +67,8 @@ def test_metrics_token_sources(tmp_path) -> None:
         "rate_limit_rps = -1",
         "rate_limit_uploads = -1",
         "rate_limit_burst = 1.5",
+        "rate_limit_hold = -1",
+        "rate_limit_hold = 11",
     ],
 )
 def test_bad_values_name_their_field(tmp_path, text) -> None:

@@ -3,6 +3,7 @@ and the SlowDown (with Retry-After) a refused request gets."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -196,3 +197,39 @@ def test_default_burst_is_one_second() -> None:
         limits.admit("AK", None, "GetObject")
     with pytest.raises(SlowDown):
         limits.admit("AK", None, "GetObject")
+
+
+async def test_check_holds_a_refusal_then_raises_it() -> None:
+    limits = Limits(rps=1, burst=1, clock=Clock(), hold=0.2)
+    assert await limits.check("AK", None, "GetObject") is None  # admitted: no wait
+    started = time.monotonic()
+    with pytest.raises(SlowDown):
+        await limits.check("AK", None, "GetObject")
+    waited = time.monotonic() - started
+    assert 0.09 <= waited < 1.0, waited  # between half the hold and the hold (+ slack)
+    assert limits.held == 0
+
+
+async def test_check_answers_at_once_past_max_held() -> None:
+    limits = Limits(rps=1, burst=1, clock=Clock(), hold=5.0, max_held=2)
+    limits.admit("AK", None, "GetObject")
+    held = [asyncio.ensure_future(limits.check("AK", None, "GetObject")) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert limits.held == 2
+    started = time.monotonic()
+    with pytest.raises(SlowDown):
+        await limits.check("AK", None, "GetObject")  # a third: no room, answered at once
+    assert time.monotonic() - started < 0.5
+    for task in held:
+        task.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+    assert limits.held == 0
+
+
+async def test_check_without_hold_answers_at_once() -> None:
+    limits = Limits(rps=1, burst=1, clock=Clock())
+    limits.admit("AK", None, "GetObject")
+    started = time.monotonic()
+    with pytest.raises(SlowDown):
+        await limits.check("AK", None, "GetObject")
+    assert time.monotonic() - started < 0.5
