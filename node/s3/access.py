@@ -18,6 +18,7 @@ exist for S3 clients at all.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 
@@ -139,35 +140,49 @@ def allowed(req: S3Request, conf: BucketConfig, action: str, resource: str) -> b
     compiled = conf.compiled
     if compiled is None:  # no policy (or one that no longer parses): the owner's alone
         return owner
-    decision = policy.evaluate(compiled, _request(req, me, action, resource))
+    decision = policy.evaluate(compiled, _request(req, me, action, resource, compiled.keys))
     if owner:
         return decision != "deny" or action in POLICY_ACTIONS
     return decision == "allow"
 
 
-def _request(req: S3Request, me: Identity, action: str, resource: str) -> policy.Request:
+def _request(
+    req: S3Request, me: Identity, action: str, resource: str, keys: frozenset[str]
+) -> policy.Request:
+    """The request as the policy sees it; of the condition keys only those in `keys`
+    (lower-cased: the ones the policy tests; the rest could change nothing)."""
     http = req.http
-    now = time.time()
-    context: dict[str, policy.ContextValue] = {
-        "aws:SecureTransport": req.services.tls_enabled,
-        "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "aws:EpochTime": int(now),
-        "s3:authType": "REST-QUERY-STRING" if req.auth and req.auth.presigned else "REST-HEADER",
-    }
-    if http.remote:
-        context["aws:SourceIp"] = http.remote
-    for header, name in (("Referer", "aws:Referer"), ("User-Agent", "aws:UserAgent")):
-        if header in http.headers:
-            context[name] = http.headers[header]
-    if not me.anonymous:
-        context["aws:username"] = me.display_name
-        context["aws:userid"] = me.canonical_id
-    q = req.query
-    for param, name in (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter")):
-        if param in q:
-            context[name] = q[param]
-    if "max-keys" in q and q["max-keys"].isdigit():
-        context["s3:max-keys"] = int(q["max-keys"])
+    context: dict[str, policy.ContextValue] = {}
+    if keys:
+        if "aws:securetransport" in keys:
+            context["aws:SecureTransport"] = req.services.tls_enabled
+        if "aws:currenttime" in keys or "aws:epochtime" in keys:
+            now = int(time.time())
+            context["aws:CurrentTime"] = _iso_time(now)
+            context["aws:EpochTime"] = now
+        if "s3:authtype" in keys:
+            presigned = req.auth and req.auth.presigned
+            context["s3:authType"] = "REST-QUERY-STRING" if presigned else "REST-HEADER"
+        if http.remote and "aws:sourceip" in keys:
+            context["aws:SourceIp"] = http.remote
+        for header, name in (("Referer", "aws:Referer"), ("User-Agent", "aws:UserAgent")):
+            if header in http.headers and name.lower() in keys:
+                context[name] = http.headers[header]
+        if not me.anonymous:
+            context["aws:username"] = me.display_name
+            context["aws:userid"] = me.canonical_id
+        q = req.query
+        for param, name in (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter")):
+            if param in q:
+                context[name] = q[param]
+        if "max-keys" in q and q["max-keys"].isdigit():
+            context["s3:max-keys"] = int(q["max-keys"])
     principal = None if me.anonymous else me.canonical_id
     aliases = () if me.anonymous else (me.arn, me.access_key)
     return policy.Request(principal, action, resource, context, aliases)
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_time(epoch: int) -> str:
+    """aws:CurrentTime, formatted once a second rather than for every request."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

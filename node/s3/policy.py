@@ -22,6 +22,7 @@ that principal only, never the account's users: shardfleet has no IAM to delegat
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import operator
@@ -139,6 +140,14 @@ def _bool_test(op: str, key: str, values: tuple[str, ...]) -> _Test:
     return lambda v: v.lower() in wanted
 
 
+@functools.lru_cache(maxsize=4096)  # the same few clients ask again and again
+def _address(v: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(v)
+    except ValueError:
+        return None
+
+
 def _ip_test(op: str, key: str, values: tuple[str, ...]) -> _Test:
     networks = []
     for v in values:
@@ -148,9 +157,8 @@ def _ip_test(op: str, key: str, values: tuple[str, ...]) -> _Test:
             raise _bad(op, key, v) from None
 
     def test(v: str) -> bool:
-        try:
-            address = ipaddress.ip_address(v)
-        except ValueError:
+        address = _address(v)
+        if address is None:
             return False
         return any(address in n for n in networks)  # another IP version is simply not in
 
@@ -256,7 +264,9 @@ def _scalar(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return str(value)  # what json.dumps writes, at a tenth of the cost (per request)
+    if isinstance(value, float):
         return json.dumps(value)
     return None
 
@@ -302,6 +312,7 @@ _ACCOUNT = re.compile(r"\d{12}")
 _PRINCIPAL_TYPES = ("AWS", "CanonicalUser", "Service", "Federated")
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every name of every requester
 def _account_root(principal: str) -> str:
     """A bare account ID and its root ARN name the same principal (IAM: "Principal")."""
     return f"arn:aws:iam::{principal}:root" if _ACCOUNT.fullmatch(principal) else principal
@@ -426,6 +437,9 @@ class Policy:
     #: the same statements split by effect, so a deny is found without scanning allows
     denies: tuple[Statement, ...] = field(repr=False, compare=False)
     allows: tuple[Statement, ...] = field(repr=False, compare=False)
+    #: the condition keys its statements test (lower-cased): the only ones a request's
+    #: context needs (building the others costs every request for nothing)
+    keys: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
 
 def _context(raw: Mapping[str, ContextValue]) -> dict[str, tuple[str, ...]]:
@@ -507,6 +521,7 @@ def parse(text: str | bytes, bucket: str) -> Policy:
         statements=statements,
         denies=tuple(s for s in statements if s.effect == "Deny"),
         allows=tuple(s for s in statements if s.effect == "Allow"),
+        keys=frozenset(c.key for st in statements for c in st.conditions),
     )
 
 

@@ -16,8 +16,9 @@ ratelimit  A node with rate_limit_rps = 100 per access key. A quiet key GETs one
            target at most 3x, and the quiet key is never refused. The same flood on a node
            without limits is shown beside it, as what the limit buys.
 
-Rounds alternate so drift on the two shared cores hits both sides alike; each side's
-figure is the mean over its rounds (--edge-rounds, default 2).
+Rounds alternate (the policy part in ABBA order: which side runs first swaps each round)
+so drift on the two shared cores hits both sides alike; each side's figure is the mean
+over its rounds (--edge-rounds, default 2).
 """
 
 from __future__ import annotations
@@ -217,10 +218,9 @@ def run_policy(a: argparse.Namespace, data: Path, res: SuiteResult) -> None:
         bob.delete_object(Bucket="edge-policy", Key="probe")
         for k in range(1, a.edge_rounds + 1):
             for size, conc in CELLS:
-                for side, who, bucket in (
-                    ("owner", ALICE, "edge-plain"),
-                    ("policy", BOB, "edge-policy"),
-                ):
+                order = [("owner", ALICE, "edge-plain"), ("policy", BOB, "edge-policy")]
+                for side, who, bucket in order if k % 2 else order[::-1]:  # ABBA: no side
+                    # always runs first
                     label = f"shardfleet-{side}|{size} r{k}"
                     log = out / f"{LABEL}.policy-{side}-{size}-r{k}.log"
                     sides.add(side, size, s3bench(a, node, who[:2], bucket, size, conc, label, log))

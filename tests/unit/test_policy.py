@@ -825,3 +825,15 @@ def test_many_evaluations_of_a_ten_statement_policy() -> None:
         **{"aws:SourceIp": "10.1.2.3", "aws:SecureTransport": True, "s3:prefix": "abc"},
     )
     assert {evaluate(p, ask) for _ in range(5000)} == {"allow"}
+
+
+@given(st.lists(statements(), min_size=1, max_size=5), requests)
+def test_only_the_keys_a_policy_tests_matter(stmts: list[dict[str, Any]], request: Request) -> None:
+    """The node builds a request's context from `Policy.keys` alone (node/s3/access.py):
+    dropping every other key must never change a decision."""
+    compiled = policy(*stmts)
+    kept = {k: v for k, v in request.context.items() if k.lower() in compiled.keys}
+    trimmed = Request(request.principal, request.action, request.resource, kept, request.aliases)
+    assert evaluate(compiled, trimmed) == evaluate(compiled, request)
+    for stmt in compiled.statements:
+        assert {c.key for c in stmt.conditions} <= compiled.keys
