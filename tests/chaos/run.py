@@ -154,6 +154,7 @@ class Chaos:
         self.report = Report(seed)
         self.ledger = Ledger()
         self.stop = threading.Event()
+        self.faulting = threading.Event()  # set while the fault thread runs
         self.keys_per_worker = keys_per_worker
         self.lock = threading.Lock()
         self.down: set[int] = set()  # nodes killed or stopped right now
@@ -193,7 +194,7 @@ class Chaos:
         rng = random.Random(self.rng.random())
         keys = [f"w{wid}/k{i}" for i in range(self.keys_per_worker)]
         clients = {e: client(e) for e in self.cluster.endpoints}
-        while time.monotonic() < deadline and not self.stop.is_set():
+        while (time.monotonic() < deadline or self.faulting.is_set()) and not self.stop.is_set():
             key = rng.choice(keys)
             s3 = clients[rng.choice(self.endpoints() or self.cluster.endpoints)]
             op = rng.choices(["put", "get", "delete", "copy", "multipart"], [5, 6, 1, 1, 0.3])[0]
@@ -273,10 +274,32 @@ class Chaos:
         ledger.acked(key, data, self._where(s3, "PUT", answer))
 
     # -- faults --------------------------------------------------------------------------
-    def faults(self, deadline: float, every: float) -> None:
+    def faults(self, deadline: float, every: float, at_least: int = 0, cap: float = 0.0) -> None:
+        """Faults until the deadline, and past it (while the workers go on, up to `cap`)
+        until `at_least` were injected: how many fit in the time depends on how long the
+        damaging ones take to heal, which a busy machine stretches."""
         rng = random.Random(self.rng.random())
         nodes = list(range(1, self.cluster.spec.nodes + 1))
-        while time.monotonic() < deadline and not self.stop.is_set():
+        try:
+            self._faults(rng, nodes, deadline, every, at_least, max(cap, deadline))
+        finally:
+            self.faulting.clear()
+
+    def _faults(
+        self,
+        rng: random.Random,
+        nodes: list[int],
+        deadline: float,
+        every: float,
+        at_least: int,
+        cap: float,
+    ) -> None:
+        def more() -> bool:
+            now = time.monotonic()
+            short = sum(self.report.faults.values()) < at_least
+            return (now < deadline or (short and now < cap)) and not self.stop.is_set()
+
+        while more():
             time.sleep(rng.uniform(0.5, 1.5) * every)
             if self.rotate:
                 kind = self.kinds[sum(self.report.faults.values()) % len(self.kinds)]
@@ -459,23 +482,32 @@ class Chaos:
         self._cut(rng, node, PARTITIONS["partition_out"])
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self, *, seconds: float, workers: int = 4, fault_every: float = 3.0) -> Report:
+    def run(
+        self, *, seconds: float, workers: int = 4, fault_every: float = 3.0, min_faults: int = 0
+    ) -> Report:
+        """Load and faults for `seconds`; with `min_faults`, both go on (for at most as long
+        again) until that many faults were injected."""
         first = client(self.cluster.endpoints[0])
         first.create_bucket(Bucket=BUCKET)
         self.last_fault = self.started = time.monotonic()
         deadline = time.monotonic() + seconds
+        self.faulting.set()
         threads = [
             threading.Thread(target=self.worker, args=(w, deadline), daemon=True)
             for w in range(workers)
         ]
         threads.append(
-            threading.Thread(target=self.faults, args=(deadline, fault_every), daemon=True)
+            threading.Thread(
+                target=self.faults,
+                args=(deadline, fault_every, min_faults, deadline + seconds),
+                daemon=True,
+            )
         )
         try:
             for t in threads:
                 t.start()
             for t in threads:
-                t.join(seconds + 120)
+                t.join(2 * seconds + 120)
         finally:
             self.stop.set()
             self.undo()

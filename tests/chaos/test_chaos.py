@@ -47,7 +47,7 @@ def long_seed() -> int:
 def test_chaos_short(chaos_cluster):
     seed = int(os.environ.get("CHAOS_SEED", 1))  # fixed unless asked: the same faults each run
     chaos = Chaos(chaos_cluster.cluster, seed, full_drive=chaos_cluster.full_drive)
-    report = chaos.run(seconds=30, fault_every=1.5)
+    report = chaos.run(seconds=30, fault_every=1.5, min_faults=6)
     # The data invariants are asserted; what a deep scan after "done" still heals, or cannot,
     # is printed here and asserted by make chaos (the long runs).
     check(report, whole=False, chaos=chaos)
@@ -66,7 +66,7 @@ def test_chaos_long(chaos_cluster):
 def test_chaos_partition(netns_chaos_cluster):
     seed = int(os.environ.get("CHAOS_SEED", 1))
     chaos = Chaos(netns_chaos_cluster.cluster, seed, kinds=tuple(PARTITIONS), rotate=True)
-    report = chaos.run(seconds=20, fault_every=1.0)
+    report = chaos.run(seconds=20, fault_every=1.0, min_faults=len(PARTITIONS))
     # Printed, asserted by make chaos: what the deep scan could not heal (see the report)
     check(report, whole=False, chaos=chaos)
     assert all(report.faults[k] >= 1 for k in PARTITIONS)  # both ways, in, out
