@@ -367,12 +367,21 @@ class Statement:
     resources: re.Pattern[str]  # case-sensitive, as object keys are
     not_resource: bool
     conditions: tuple[Condition, ...]
+    #: action name -> whether `actions` matches it: the names are the few dozen S3 actions
+    #: (so this stays small) and asking a regex again for every request is most of the cost
+    action_hits: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def applies(self, req: Request) -> bool:
         named = self.any_principal or not self.principals.isdisjoint(req.who)
+        if named == self.not_principal:
+            return False
+        hit = self.action_hits.get(req.action)
+        if hit is None:
+            hit = self.actions.fullmatch(req.action) is not None
+            if len(self.action_hits) < 512:
+                self.action_hits[req.action] = hit
         return (
-            named != self.not_principal
-            and (self.actions.fullmatch(req.action) is None) == self.not_action
+            hit != self.not_action
             and (self.resources.fullmatch(req.resource) is None) == self.not_resource
             and all(c.holds(req.ctx) for c in self.conditions)  # operators and keys AND'ed
         )
@@ -470,7 +479,12 @@ class Request:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ctx", _context(self.context))
         names = () if self.principal is None else (self.principal, *self.aliases)
-        object.__setattr__(self, "who", frozenset(_account_root(n) for n in names))
+        object.__setattr__(self, "who", _who(names))
+
+
+@functools.lru_cache(maxsize=4096)  # the same few requesters ask again and again
+def _who(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_account_root(n) for n in names)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
