@@ -153,30 +153,29 @@ def _request(
     (lower-cased: the ones the policy tests; the rest could change nothing)."""
     http = req.http
     context: dict[str, policy.ContextValue] = {}
-    if keys:
-        if "aws:securetransport" in keys:
-            context["aws:SecureTransport"] = req.services.tls_enabled
-        if "aws:currenttime" in keys or "aws:epochtime" in keys:
-            now = int(time.time())
-            context["aws:CurrentTime"] = _iso_time(now)
-            context["aws:EpochTime"] = now
-        if "s3:authtype" in keys:
-            presigned = req.auth and req.auth.presigned
-            context["s3:authType"] = "REST-QUERY-STRING" if presigned else "REST-HEADER"
-        if http.remote and "aws:sourceip" in keys:
-            context["aws:SourceIp"] = http.remote
-        for header, name in (("Referer", "aws:Referer"), ("User-Agent", "aws:UserAgent")):
-            if header in http.headers and name.lower() in keys:
-                context[name] = http.headers[header]
-        if not me.anonymous:
-            context["aws:username"] = me.display_name
-            context["aws:userid"] = me.canonical_id
-        q = req.query
-        for param, name in (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter")):
-            if param in q:
-                context[name] = q[param]
-        if "max-keys" in q and q["max-keys"].isdigit():
-            context["s3:max-keys"] = int(q["max-keys"])
+    if "aws:securetransport" in keys:
+        context["aws:SecureTransport"] = req.services.tls_enabled
+    if "aws:currenttime" in keys or "aws:epochtime" in keys:
+        now = int(time.time())
+        context["aws:CurrentTime"] = _iso_time(now)
+        context["aws:EpochTime"] = now
+    if "s3:authtype" in keys:
+        presigned = req.auth and req.auth.presigned
+        context["s3:authType"] = "REST-QUERY-STRING" if presigned else "REST-HEADER"
+    if http.remote and "aws:sourceip" in keys:
+        context["aws:SourceIp"] = http.remote
+    for header, name in (("Referer", "aws:Referer"), ("User-Agent", "aws:UserAgent")):
+        if header in http.headers and name.lower() in keys:
+            context[name] = http.headers[header]
+    if not me.anonymous and ("aws:username" in keys or "aws:userid" in keys):
+        context["aws:username"] = me.display_name
+        context["aws:userid"] = me.canonical_id
+    q = req.query
+    for param, name in (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter")):
+        if param in q and name in keys:
+            context[name] = q[param]
+    if "s3:max-keys" in keys and q.get("max-keys", "").isdigit():
+        context["s3:max-keys"] = int(q["max-keys"])
     principal = None if me.anonymous else me.canonical_id
     aliases = () if me.anonymous else (me.arn, me.access_key)
     return policy.Request(principal, action, resource, context, aliases)

@@ -219,8 +219,8 @@ def run_policy(a: argparse.Namespace, data: Path, res: SuiteResult) -> None:
         for k in range(1, a.edge_rounds + 1):
             for size, conc in CELLS:
                 order = [("owner", ALICE, "edge-plain"), ("policy", BOB, "edge-policy")]
-                for side, who, bucket in order if k % 2 else order[::-1]:  # ABBA: no side
-                    # always runs first
+                # ABBA: which side runs first swaps every round
+                for side, who, bucket in order if k % 2 else order[::-1]:
                     label = f"shardfleet-{side}|{size} r{k}"
                     log = out / f"{LABEL}.policy-{side}-{size}-r{k}.log"
                     sides.add(side, size, s3bench(a, node, who[:2], bucket, size, conc, label, log))

@@ -154,7 +154,7 @@ class Chaos:
         self.report = Report(seed)
         self.ledger = Ledger()
         self.stop = threading.Event()
-        self.faulting = threading.Event()  # set while the fault thread runs
+        self.faulting = threading.Event()  # set until the fault thread is done
         self.keys_per_worker = keys_per_worker
         self.lock = threading.Lock()
         self.down: set[int] = set()  # nodes killed or stopped right now
@@ -274,26 +274,13 @@ class Chaos:
         ledger.acked(key, data, self._where(s3, "PUT", answer))
 
     # -- faults --------------------------------------------------------------------------
-    def faults(self, deadline: float, every: float, at_least: int = 0, cap: float = 0.0) -> None:
-        """Faults until the deadline, and past it (while the workers go on, up to `cap`)
-        until `at_least` were injected: how many fit in the time depends on how long the
-        damaging ones take to heal, which a busy machine stretches."""
+    def faults(self, deadline: float, every: float, at_least: int, cap: float) -> None:
+        """Faults until the deadline, and past it (the workers go on while this runs, up to
+        `cap`) until `at_least` were injected: how many fit in the time depends on how long
+        the damaging ones take to heal, which a busy machine stretches."""
         rng = random.Random(self.rng.random())
         nodes = list(range(1, self.cluster.spec.nodes + 1))
-        try:
-            self._faults(rng, nodes, deadline, every, at_least, max(cap, deadline))
-        finally:
-            self.faulting.clear()
 
-    def _faults(
-        self,
-        rng: random.Random,
-        nodes: list[int],
-        deadline: float,
-        every: float,
-        at_least: int,
-        cap: float,
-    ) -> None:
         def more() -> bool:
             now = time.monotonic()
             short = sum(self.report.faults.values()) < at_least
@@ -492,22 +479,22 @@ class Chaos:
         self.last_fault = self.started = time.monotonic()
         deadline = time.monotonic() + seconds
         self.faulting.set()
-        threads = [
+        faulter = threading.Thread(
+            target=self.faults,
+            args=(deadline, fault_every, min_faults, deadline + seconds),
+            daemon=True,
+        )
+        loaders = [
             threading.Thread(target=self.worker, args=(w, deadline), daemon=True)
             for w in range(workers)
         ]
-        threads.append(
-            threading.Thread(
-                target=self.faults,
-                args=(deadline, fault_every, min_faults, deadline + seconds),
-                daemon=True,
-            )
-        )
         try:
-            for t in threads:
+            for t in (faulter, *loaders):
                 t.start()
-            for t in threads:
-                t.join(2 * seconds + 120)
+            faulter.join(2 * seconds + 120)
+            self.faulting.clear()  # the workers finish what they are doing and stop
+            for t in loaders:
+                t.join(120)
         finally:
             self.stop.set()
             self.undo()
